@@ -29,6 +29,9 @@ def _register() -> None:
     from spanwire.cli import store as store_cli
 
     store_cli.register(app)
+    from spanwire.cli import snapshot as snapshot_cli
+
+    snapshot_cli.register(app)
 
 
 _register()

@@ -57,7 +57,9 @@ class Subnet(ProjectResource):
     def _cidr(cls, value: str) -> str:
         net = ipaddress.IPv4Network(value, strict=True)
         if net.prefixlen > 30:
-            raise ValueError(f"{value} leaves no room for addresses; use a prefix of /30 or shorter")
+            raise ValueError(
+                f"{value} leaves no room for addresses; use a prefix of /30 or shorter"
+            )
         return str(net)
 
     @field_validator("dns_nameservers")

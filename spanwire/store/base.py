@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from spanwire.errors import Conflict
 
@@ -32,7 +32,7 @@ class KeyValue:
     lease: int = 0
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     PUT = "put"
     DELETE = "delete"
 
