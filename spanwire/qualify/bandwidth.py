@@ -1,0 +1,105 @@
+"""Bandwidth per path class, interleaved with the raw underlay in the same run.
+
+Samples of every class are taken in rounds (underlay, class 1, class 2, ...),
+so slow drift of the machine affects all classes alike and the ratios stay
+meaningful on a noisy 2-core box.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from spanwire.dataplane import process
+from spanwire.errors import Unavailable
+from spanwire.qualify.verdict import Verdict, bootstrap_median_ratio, compare
+
+IPERF_PORT = 5201
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to run the client, and which server (namespace, address) to reach."""
+
+    client_ns: str
+    server_ns: str
+    server_ip: str
+
+
+@dataclass
+class ClassResult:
+    samples_gbps: list[float] = field(default_factory=list)
+    verdict: Verdict | None = None
+
+    def summary(self, underlay: list[float]) -> dict[str, Any]:
+        low, high = bootstrap_median_ratio(self.samples_gbps, underlay)
+        return {
+            "samples_gbps": self.samples_gbps,
+            "median_gbps": statistics.median(self.samples_gbps),
+            "ratio": statistics.median(self.samples_gbps) / statistics.median(underlay),
+            "ci_low": low,
+            "ci_high": high,
+            "verdict": None if self.verdict is None else self.verdict.to_json(),
+        }
+
+
+def iperf_once(ep: Endpoint, seconds: float) -> float:
+    """One TCP sample in Gbit/s (receiver side)."""
+    proc = process.run(
+        ep.client_ns,
+        ["iperf3", "-c", ep.server_ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
+         "--connect-timeout", "3000"],
+        timeout=seconds + 20,
+        check=False,
+    )
+    try:
+        data = json.loads(proc.stdout)
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (ValueError, KeyError) as exc:
+        raise Unavailable(
+            f"iperf3 {ep.client_ns} → {ep.server_ip} failed: {proc.stdout[-300:]}{proc.stderr}"
+        ) from exc
+
+
+def measure(
+    endpoints: dict[str, Endpoint],
+    rounds: int,
+    seconds: float,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """`rounds` interleaved samples of every class (one of which should be the underlay)."""
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for ep in endpoints.values():
+            if ep.server_ns not in servers:
+                servers[ep.server_ns] = process.spawn(
+                    ep.server_ns, ["iperf3", "-s", "-p", str(IPERF_PORT)])
+        results: dict[str, list[float]] = {name: [] for name in endpoints}
+        for _ in range(rounds):
+            for name, ep in endpoints.items():
+                results[name].append(_retrying(ep, seconds))
+                if progress is not None:
+                    progress(name)
+        return results
+    finally:
+        for server in servers.values():
+            process.stop_child(server)
+
+
+def _retrying(ep: Endpoint, seconds: float) -> float:
+    # The server may take a moment to listen; one retry covers it.
+    try:
+        return iperf_once(ep, seconds)
+    except Unavailable:
+        return iperf_once(ep, seconds)
+
+
+def against_baseline(samples: list[float], baseline: list[float]) -> Verdict | None:
+    """The regression verdict versus the known-good snapshot's samples, if there are enough."""
+    if len(samples) < 3 or len(baseline) < 3:
+        return None
+    return compare(samples, baseline)

@@ -1,0 +1,117 @@
+"""The qualification topology and the connectivity it must (and must not) have.
+
+Pure: from a list of node names it derives a realistic multi-project layout
+(two projects with the same CIDR, VMs on every node, one VM in each project
+holding the *same* address) and the expected result of every probe. The
+runner only executes probes and compares; what "correct" means lives here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from itertools import permutations
+
+SAME_NODE = "same-node"
+CROSS_NODE = "cross-node"
+CROSS_PROJECT = "cross-project"
+UNDERLAY = "underlay"
+
+PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_PROJECT)
+TCP_PORT = 7007  # the VMs' whoami service
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    name: str
+    project: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    name: str
+    project: str
+    network: str
+    node: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    projects: tuple[str, ...]
+    networks: tuple[NetSpec, ...]
+    vms: tuple[VMSpec, ...]
+
+    def vm(self, name: str) -> VMSpec:
+        return next(v for v in self.vms if v.name == name)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One check: can `src` reach `dst_ip` with `proto`, and who answers?
+
+    `responder` is the VM that must answer when `expect` is True; a reply from
+    anyone else (an overlapping address in another project) is a failure.
+    """
+
+    path_class: str
+    src: str
+    dst_ip: str
+    proto: str  # "icmp" or "tcp"
+    expect: bool
+    responder: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.src} → {self.dst_ip} {self.proto}"
+
+
+def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
+    """Two projects with one overlapping CIDR; alpha has 2 VMs per node, beta 1.
+
+    beta's first VM deliberately holds the same address as alpha's first, so a
+    leak between projects would be visible as a reply from the wrong VM.
+    """
+    if len(nodes) < 2:
+        raise ValueError("qualification needs at least 2 nodes")
+    hosts = list(ipaddress.IPv4Network(cidr).hosts())
+    nets = (NetSpec("alpha-net", "alpha", cidr), NetSpec("beta-net", "beta", cidr))
+    vms: list[VMSpec] = []
+    for i, node in enumerate(nodes):
+        for n in (2 * i, 2 * i + 1):
+            vms.append(VMSpec(f"a{n + 1}", "alpha", "alpha-net", node, str(hosts[10 + n])))
+        ip = hosts[10] if i == 0 else hosts[100 + i]
+        vms.append(VMSpec(f"b{i + 1}", "beta", "beta-net", node, str(ip)))
+    return Topology(("alpha", "beta"), nets, tuple(vms))
+
+
+def connectivity_matrix(topo: Topology) -> list[Probe]:
+    """Every ordered VM pair: ICMP and TCP inside a network, and isolation across projects."""
+    probes: list[Probe] = []
+    by_ip: dict[tuple[str, str], str] = {(v.network, v.ip): v.name for v in topo.vms}
+    for src, dst in permutations(topo.vms, 2):
+        if src.network == dst.network:
+            cls = SAME_NODE if src.node == dst.node else CROSS_NODE
+            for proto in ("icmp", "tcp"):
+                probes.append(Probe(cls, src.name, dst.ip, proto, True, dst.name))
+        elif src.project != dst.project:
+            owner = by_ip.get((src.network, dst.ip))
+            if owner is not None:
+                # Same address exists in src's own network: it must answer, not dst.
+                if owner != src.name:
+                    probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "tcp", True, owner))
+                continue
+            probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "icmp", False))
+            probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "tcp", False))
+    return probes
+
+
+def bandwidth_pairs(topo: Topology) -> dict[str, tuple[str, str]]:
+    """One (client VM, server VM) pair per path class that carries tenant traffic."""
+    pairs: dict[str, tuple[str, str]] = {}
+    alpha = [v for v in topo.vms if v.project == "alpha"]
+    for a, b in permutations(alpha, 2):
+        cls = SAME_NODE if a.node == b.node else CROSS_NODE
+        pairs.setdefault(cls, (a.name, b.name))
+    return pairs

@@ -1,0 +1,46 @@
+"""The qualification topology's expectations, without root."""
+
+from __future__ import annotations
+
+import pytest
+
+from spanwire.qualify.topology import (
+    CROSS_NODE,
+    CROSS_PROJECT,
+    SAME_NODE,
+    bandwidth_pairs,
+    connectivity_matrix,
+    default_topology,
+)
+
+
+def test_overlapping_projects_on_every_node() -> None:
+    topo = default_topology(["n1", "n2", "n3"])
+    assert {v.node for v in topo.vms if v.project == "beta"} == {"n1", "n2", "n3"}
+    assert {n.cidr for n in topo.networks} == {"10.10.0.0/24"}
+    a1, b1 = topo.vm("a1"), topo.vm("b1")
+    assert a1.ip == b1.ip  # the deliberate overlap
+    ips = [(v.network, v.ip) for v in topo.vms]
+    assert len(ips) == len(set(ips))
+
+
+def test_matrix_covers_every_class_and_expects_isolation() -> None:
+    topo = default_topology(["n1", "n2"])
+    probes = connectivity_matrix(topo)
+    assert {p.path_class for p in probes} == {SAME_NODE, CROSS_NODE, CROSS_PROJECT}
+    for p in probes:
+        src, = (v for v in topo.vms if v.name == p.src)
+        if p.path_class == CROSS_PROJECT and not p.expect:
+            assert all(v.ip != p.dst_ip for v in topo.vms if v.network == src.network)
+        if p.expect:
+            assert p.responder is not None
+    # b1 shares a1's address: alpha VMs probing it must get a1, never b1.
+    leak = [p for p in probes if p.path_class == CROSS_PROJECT and p.expect]
+    assert leak and all(p.responder == "a1" for p in leak if p.src.startswith("a"))
+
+
+def test_bandwidth_pairs_and_bad_input() -> None:
+    pairs = bandwidth_pairs(default_topology(["n1", "n2"]))
+    assert set(pairs) == {SAME_NODE, CROSS_NODE}
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        default_topology(["n1"])
