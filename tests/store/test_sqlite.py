@@ -1,0 +1,78 @@
+"""SQLite-only behaviour: bounded history, several processes sharing one file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from store_helpers import grant_and_exit
+
+from spanwire.errors import Compacted, Unavailable
+from spanwire.store import connect
+from spanwire.store.sqlite import SqliteStore
+from spanwire.store.sqlite_db import AUTO_COMPACT_EVERY
+
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def test_history_is_bounded_automatically(tmp_dir: Path) -> None:
+    store = connect(f"sqlite://{tmp_dir}/state.db?history=100")
+    try:
+        for i in range(AUTO_COMPACT_EVERY + 50):
+            store.put("/k", b"%d" % i)
+        with sqlite3.connect(tmp_dir / "state.db") as db:
+            (rows,) = db.execute("SELECT count(*) FROM log").fetchone()
+            (compacted,) = db.execute("SELECT compact_revision FROM meta").fetchone()
+        assert compacted == AUTO_COMPACT_EVERY - 100
+        assert rows == store.revision() - compacted + 1  # one row per revision kept
+        with store.watch("/", 2) as old, pytest.raises(Compacted):
+            old.get(timeout=2)
+        with store.watch("/", compacted) as kept:
+            assert kept.get(timeout=2).revision == compacted  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_lease_of_a_dead_process_is_expired_by_another(tmp_dir: Path) -> None:
+    """The granting process exits; a different process's sweeper deletes the keys."""
+    url = f"sqlite://{tmp_dir}/state.db"
+    store = connect(url)
+    try:
+        with store.watch("/agents/", store.revision() + 1) as watch:
+            proc = multiprocessing.get_context("spawn").Process(
+                target=grant_and_exit, args=(url, "/agents/node-1")
+            )
+            proc.start()
+            proc.join(30)
+            assert proc.exitcode == 0
+            put = watch.get(timeout=5)
+            assert put is not None and put.key == "/agents/node-1"
+            deleted = watch.get(timeout=5)
+            assert deleted is not None and deleted.type.value == "delete"
+        assert store.get("/agents/node-1") is None
+    finally:
+        store.close()
+
+
+def test_unwritable_path_is_unavailable(tmp_dir: Path) -> None:
+    blocker = tmp_dir / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(Unavailable, match="cannot open"):
+        connect(f"sqlite://{blocker}/state.db")
+
+
+def test_watch_sees_writes_from_another_connection_quickly(tmp_dir: Path) -> None:
+    a = SqliteStore(f"{tmp_dir}/state.db")
+    b = SqliteStore(f"{tmp_dir}/state.db")
+    try:
+        with a.watch("/x/", a.revision() + 1) as watch:
+            started = time.monotonic()
+            b.put("/x/1", b"v")
+            assert watch.get(timeout=2) is not None
+            assert time.monotonic() - started < 0.5
+    finally:
+        a.close()
+        b.close()
