@@ -36,9 +36,11 @@ venv: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@echo "creating the venv in $(VENV)"
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -r requirements.lock
-	@$(PY) -m pip install -q --no-deps -e .
+	@log=$$(mktemp); \
+	{ $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -r requirements.lock && \
+	  $(PY) -m pip install -q --no-deps -e . ; } >"$$log" 2>&1 \
+	  || { cat "$$log"; rm -f "$$log"; exit 1; }; rm -f "$$log"
 	@touch $(STAMP)
 
 # Regenerate the lock file from pyproject.toml (run by developers, not by CI).
