@@ -22,6 +22,10 @@ class Node(Resource):
     # The node's own leg on the provider (external) network; DESIGN: every node routes N-S.
     external_interface: str = ""
     underlay_mtu: int = Field(default=1500, ge=1280, le=9216)
+    # The network namespace that stands in for the node's root namespace (the
+    # one-machine testbed). The agent creates routing namespaces named
+    # "<netns>-<network12>" and never touches any namespace outside that prefix.
+    netns: str = Field(default="", pattern=r"^$|^[A-Za-z0-9_.-]{1,40}$")
 
     @field_validator("underlay_ip")
     @classmethod

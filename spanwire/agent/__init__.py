@@ -1,0 +1,1 @@
+"""The node agent: desired view → plan → apply, driven by store watches."""

@@ -1,0 +1,93 @@
+"""Read the node's actual kernel state (what the agent owns) into `NodeKernel`.
+
+Only routing namespaces named "<node_ns>-<8 hex>" are ours; in each we read
+links, addresses, permanent neighbours, FDB entries, non-kernel routes of the
+main table, the sysctls the desired state cares about, and the dnsmasq.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from spanwire.agent import firewall, naming
+from spanwire.agent.state import Addr, Dhcp, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
+from spanwire.dataplane import dnsmasq, netns, nft, reader, sysctl
+from spanwire.dataplane.kernel import Kernel, Link
+
+
+def _vxlan(link: Link) -> Vxlan:
+    data = link.vxlan or {}
+    return Vxlan(
+        name=link.name,
+        vni=int(data.get("IFLA_VXLAN_ID", 0)),
+        local=str(data.get("IFLA_VXLAN_LOCAL", "")),
+        port=int(data.get("IFLA_VXLAN_PORT", 0)),
+        mtu=link.mtu,
+        mac=link.mac,
+        up=link.up,
+        learning=bool(data.get("IFLA_VXLAN_LEARNING", 0)),
+    )
+
+
+def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir: str) -> RoutingNs:
+    snap = reader.snapshot(ns)
+    vx: Vxlan | None = None
+    taps: set[Tap] = set()
+    others: set[str] = set()
+    lo_up = False
+    for link in snap.links:
+        if link.name == "lo":
+            lo_up = link.up
+        elif link.kind == "vxlan" and link.name.startswith("vx") and vx is None:
+            vx = _vxlan(link)
+        elif link.kind == "veth" and link.name.startswith("tap"):
+            taps.add(Tap(name=link.name, mtu=link.mtu, up=link.up))
+        else:
+            others.add(link.name)
+    values = sysctl.read(ns, sorted(sysctl_keys)) if sysctl_keys else {}
+    dhcp = None
+    ns_run = os.path.join(run_dir, ns)
+    found = dnsmasq.find(ns, ns_run)
+    if found is not None:
+        pid, argv = found
+        paths = [a.split("=", 1)[1] for a in argv
+                 if a.startswith(("--dhcp-hostsfile=", "--dhcp-optsfile="))]
+        dhcp = Dhcp(argv=argv, files=dnsmasq.read_files(paths), pid=pid)
+    listing = nft.list_table(ns, firewall.TABLE)
+    return RoutingNs(
+        name=ns,
+        lo_up=lo_up,
+        firewall=None if listing is None else firewall.from_nft_listing(listing),
+        sysctls=frozenset((k, v) for k, v in values.items() if v is not None),
+        vxlan=vx,
+        taps=frozenset(taps),
+        addrs=frozenset(Addr(dev, cidr) for dev, cidr in snap.addrs if dev != "lo"),
+        neighs=frozenset(Neigh(dev, ip, mac) for dev, ip, mac in snap.neighs),
+        fdbs=frozenset(Fdb(dev, mac, dst) for dev, mac, dst in snap.fdbs),
+        routes=frozenset(Route(dst, dev, via) for dst, dev, via in snap.routes),
+        dhcp=dhcp,
+        other_links=frozenset(others),
+    )
+
+
+def read(
+    kernel: Kernel,
+    node_ns: str,
+    run_dir: str,
+    sysctl_keys: Mapping[str, frozenset[str]],
+    only: set[str] | None = None,
+) -> NodeKernel:
+    """Actual state of every routing namespace of `node_ns` (or just those in `only`)."""
+    namespaces = {}
+    for name in netns.list_names(node_ns + "-"):
+        if not naming.is_routing_ns(node_ns, name) or (only is not None and name not in only):
+            continue
+        namespaces[name] = read_namespace(
+            kernel, name, sysctl_keys.get(name, frozenset()), run_dir
+        )
+    loose = frozenset(
+        link.name for link in reader.links(node_ns)
+        if link.kind == "veth" and link.name.startswith("tap")
+    )
+    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=loose)

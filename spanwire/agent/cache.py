@@ -1,0 +1,131 @@
+"""The agent's copy of the model objects it needs, kept current by store watches.
+
+One watch per kind (nodes, networks, subnets, ports) feeds one queue. A
+watch that fails (store down, history compacted) surfaces as an exception on
+the queue; the runner then keeps the kernel as it is and re-lists when the
+store is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from spanwire.model import KINDS, Network, Node, Port, Resource, Subnet
+from spanwire.store import Event, EventType, Store
+from spanwire.store import keys as store_keys
+
+log = logging.getLogger("spanwire.agent.cache")
+
+WATCHED: tuple[type[Resource], ...] = (Node, Network, Subnet, Port)
+
+
+class ModelCache:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {cls.KIND: {} for cls in WATCHED}
+        self.revisions: dict[str, int] = {}
+        self.events: queue.Queue[Event | BaseException] = queue.Queue()
+        self._watchers: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def load(self, store: Store) -> None:
+        """Replace the cache with a fresh listing of every watched kind."""
+        for cls in WATCHED:
+            listing = store.range(cls.prefix())
+            objs = {}
+            for kv in listing.items:
+                obj = _parse(cls, kv.value, kv.key)
+                if obj is not None:
+                    objs[obj.id] = obj
+            self.objects[cls.KIND] = objs
+            self.revisions[cls.KIND] = listing.revision
+
+    def start_watches(self, store: Store) -> None:
+        self.stop_watches()
+        self._stop = threading.Event()
+        self.events = queue.Queue()
+        for cls in WATCHED:
+            thread = threading.Thread(
+                target=self._watch, args=(store, cls, self.revisions[cls.KIND] + 1, self._stop,
+                                          self.events),
+                name=f"watch-{cls.KIND}", daemon=True,
+            )
+            thread.start()
+            self._watchers.append(thread)
+
+    def stop_watches(self) -> None:
+        self._stop.set()
+        for thread in self._watchers:
+            thread.join(timeout=3)
+        self._watchers = []
+
+    @staticmethod
+    def _watch(store: Store, cls: type[Resource], start: int, stop: threading.Event,
+               out: queue.Queue[Event | BaseException]) -> None:
+        try:
+            with store.watch(cls.prefix(), start) as watch:
+                while not stop.is_set():
+                    event = watch.get(timeout=0.5)
+                    if event is not None:
+                        out.put(event)
+        except Exception as exc:  # noqa: BLE001 - handed to the runner
+            out.put(exc)
+
+    def apply(self, event: Event) -> set[str] | None:
+        """Fold one event into the cache.
+
+        Returns the ids of the networks whose kernel state may have changed
+        (empty: nothing changed), or None when every network may be affected
+        (a node changed: its address is in every peer's FDB).
+        """
+        kind, obj_id = store_keys.split(event.key)[:2]
+        objs = self.objects.get(kind)
+        if objs is None:
+            return set()
+        old = objs.get(obj_id)
+        if event.type == EventType.DELETE:
+            if objs.pop(obj_id, None) is None:
+                return set()
+            new = None
+        else:
+            new = _parse(KINDS[kind], event.value, event.key)
+            if new is None or old == new:
+                return set()
+            objs[obj_id] = new
+        if kind == Node.KIND:
+            return None
+        if kind == Network.KIND:
+            return {obj_id}
+        return {o.network_id for o in (old, new) if o is not None}
+
+    def network_of_tap(self, tap: str) -> str | None:
+        for port in self.objects[Port.KIND].values():
+            if "tap" + port.id[:11] == tap:
+                return str(port.network_id)
+        return None
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return self.objects[Node.KIND]
+
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self.objects[Network.KIND]
+
+    @property
+    def subnets(self) -> list[Subnet]:
+        return list(self.objects[Subnet.KIND].values())
+
+    @property
+    def ports(self) -> list[Port]:
+        return list(self.objects[Port.KIND].values())
+
+
+def _parse(cls: type[Resource], raw: bytes, key: str) -> Any:
+    try:
+        return cls.from_bytes(raw)
+    except Exception as exc:  # noqa: BLE001 - one bad object must not stop the node
+        log.error("event=bad_object key=%s error=%s", key, exc)
+        return None

@@ -1,0 +1,142 @@
+"""The node-local desired kernel state, a pure function of model objects.
+
+For each network that has a port bound to this node: one routing namespace
+holding a VXLAN device (VNI = segmentation_id, no learning), one tap per local
+port with a /32 route, a permanent neighbour entry, the subnet's gateway
+address (anycast: every node has it) and proxy ARP; and per remote node that
+hosts ports of the network, one FDB + one neighbour entry and a /32 route per
+remote port. No flooding entries anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from spanwire.agent import dhcp, firewall, naming
+from spanwire.agent.state import Addr, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
+from spanwire.model import Network, Node, Port, Subnet
+
+NS_SYSCTLS = frozenset(
+    {
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+        ("net/ipv6/conf/all/disable_ipv6", "1"),
+        ("net/ipv6/conf/default/disable_ipv6", "1"),
+    }
+)
+
+
+def tap_sysctls(tap: str) -> set[tuple[str, str]]:
+    """Proxy ARP answers for every other address the namespace routes; no delay.
+
+    rp_filter is not set per tap: the effective value is max(all, device), and
+    both `all` and `default` (inherited by every tap plugged later) are 0.
+    """
+    return {
+        (f"net/ipv4/conf/{tap}/proxy_arp", "1"),
+        (f"net/ipv4/neigh/{tap}/proxy_delay", "0"),
+    }
+
+
+def tenant_mtu(node: Node, network: Network) -> int:
+    return min(network.mtu, node.underlay_mtu - naming.VXLAN_OVERHEAD)
+
+
+def compute(
+    node: Node,
+    nodes: Mapping[str, Node],
+    networks: Mapping[str, Network],
+    subnets: Iterable[Subnet],
+    ports: Iterable[Port],
+    run_dir: str,
+    only_networks: set[str] | None = None,
+) -> NodeKernel:
+    """Desired state of `node`'s kernel (or of the namespaces of `only_networks`).
+
+    Pure: same inputs, same output.
+    """
+    subnets_by_net: dict[str, list[Subnet]] = {}
+    for subnet in subnets:
+        subnets_by_net.setdefault(subnet.network_id, []).append(subnet)
+    ports_by_net: dict[str, list[Port]] = {}
+    for port in ports:
+        if only_networks is not None and port.network_id not in only_networks:
+            continue
+        if port.binding_host_id and port.network_id in networks:
+            ports_by_net.setdefault(port.network_id, []).append(port)
+
+    namespaces: dict[str, RoutingNs] = {}
+    for net_id, net_ports in sorted(ports_by_net.items()):
+        network = networks[net_id]
+        if network.network_type != "vxlan" or network.segmentation_id is None:
+            continue
+        local = [p for p in net_ports if p.binding_host_id == node.id]
+        if not local:
+            continue
+        rns = _routing_ns(node, nodes, network, subnets_by_net.get(net_id, []), local,
+                          [p for p in net_ports if p.binding_host_id != node.id], run_dir)
+        namespaces[rns.name] = rns
+    return NodeKernel(node_ns=node.netns, namespaces=namespaces)
+
+
+def _routing_ns(
+    node: Node,
+    nodes: Mapping[str, Node],
+    network: Network,
+    subnets: list[Subnet],
+    local: list[Port],
+    remote: list[Port],
+    run_dir: str,
+) -> RoutingNs:
+    assert network.segmentation_id is not None
+    name = naming.routing_ns(node.netns, network.id)
+    mtu = tenant_mtu(node, network)
+    vx = Vxlan(
+        name=naming.vxlan(network.segmentation_id),
+        vni=network.segmentation_id,
+        local=node.underlay_ip,
+        port=naming.VXLAN_PORT,
+        mtu=mtu,
+        mac=naming.node_mac(node.underlay_ip),
+    )
+    subnet_by_id = {s.id: s for s in subnets}
+    sysctls = set(NS_SYSCTLS)
+    taps, addrs, neighs, routes = set(), set(), set(), set()
+    for port in local:
+        dev = naming.tap(port.id)
+        taps.add(Tap(name=dev, mtu=mtu))
+        sysctls |= tap_sysctls(dev)
+        for fixed in port.fixed_ips:
+            subnet = subnet_by_id.get(fixed.subnet_id)
+            if subnet is None:
+                continue
+            if subnet.gateway_ip:
+                plen = ipaddress.IPv4Network(subnet.cidr).prefixlen
+                addrs.add(Addr(dev=dev, cidr=f"{subnet.gateway_ip}/{plen}"))
+            neighs.add(Neigh(dev=dev, ip=fixed.ip_address, mac=port.mac_address))
+            routes.add(Route(dst=f"{fixed.ip_address}/32", dev=dev))
+    fdbs = set()
+    for port in remote:
+        peer = nodes.get(port.binding_host_id)
+        if peer is None or peer.id == node.id:
+            continue  # bound to a node we do not know yet: nowhere to send
+        fdbs.add(Fdb(dev=vx.name, mac=naming.node_mac(peer.underlay_ip), dst=peer.underlay_ip))
+        neighs.add(Neigh(dev=vx.name, ip=peer.underlay_ip, mac=naming.node_mac(peer.underlay_ip)))
+        for fixed in port.fixed_ips:
+            if fixed.subnet_id in subnet_by_id:
+                routes.add(Route(dst=f"{fixed.ip_address}/32", dev=vx.name, via=peer.underlay_ip))
+    return RoutingNs(
+        name=name,
+        network_id=network.id,
+        sysctls=frozenset(sysctls),
+        vxlan=vx,
+        taps=frozenset(taps),
+        addrs=frozenset(addrs),
+        neighs=frozenset(neighs),
+        fdbs=frozenset(fdbs),
+        routes=frozenset(routes),
+        dhcp=dhcp.render(run_dir, name, subnets, local, mtu),
+        firewall=firewall.render(network, local),
+    )

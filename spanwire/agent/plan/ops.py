@@ -1,0 +1,163 @@
+"""Operations: the only vocabulary `apply` understands. Each is one kernel write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spanwire.agent.state import Addr, Dhcp, Fdb, Firewall, Neigh, Route, Vxlan
+
+
+@dataclass(frozen=True)
+class CreateNetns:
+    ns: str
+
+
+@dataclass(frozen=True)
+class DeleteNetns:
+    ns: str
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    ns: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CreateVxlan:
+    """Created in the node namespace (its UDP socket stays there) straight into `ns`."""
+
+    node_ns: str
+    ns: str
+    vxlan: Vxlan
+
+
+@dataclass(frozen=True)
+class MoveTap:
+    """Plug a tap the hypervisor created in the node namespace into its routing namespace."""
+
+    node_ns: str
+    ns: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SetLink:
+    ns: str
+    name: str
+    mtu: int | None = None
+    mac: str | None = None
+    up: bool = True
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    ns: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AddAddr:
+    ns: str
+    addr: Addr
+
+
+@dataclass(frozen=True)
+class DelAddr:
+    ns: str
+    addr: Addr
+
+
+@dataclass(frozen=True)
+class ReplaceNeigh:
+    ns: str
+    neigh: Neigh
+
+
+@dataclass(frozen=True)
+class DelNeigh:
+    ns: str
+    neigh: Neigh
+
+
+@dataclass(frozen=True)
+class ReplaceFdb:
+    ns: str
+    fdb: Fdb
+
+
+@dataclass(frozen=True)
+class DelFdb:
+    ns: str
+    fdb: Fdb
+
+
+@dataclass(frozen=True)
+class ReplaceRoute:
+    ns: str
+    route: Route
+
+
+@dataclass(frozen=True)
+class DelRoute:
+    ns: str
+    route: Route
+
+
+@dataclass(frozen=True)
+class StartDhcp:
+    ns: str
+    dhcp: Dhcp
+
+
+@dataclass(frozen=True)
+class ReloadDhcp:
+    """Rewrite the lease/option files and SIGHUP: no restart, no lost lease."""
+
+    ns: str
+    dhcp: Dhcp
+    pid: int
+
+
+@dataclass(frozen=True)
+class StopDhcp:
+    ns: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class ReplaceFirewall:
+    """Swap the namespace's port-security table in one atomic nft transaction."""
+
+    ns: str
+    firewall: Firewall
+
+
+@dataclass(frozen=True)
+class DeleteFirewall:
+    ns: str
+
+
+Op = (
+    CreateNetns
+    | DeleteNetns
+    | SetSysctl
+    | CreateVxlan
+    | MoveTap
+    | SetLink
+    | DeleteLink
+    | AddAddr
+    | DelAddr
+    | ReplaceNeigh
+    | DelNeigh
+    | ReplaceFdb
+    | DelFdb
+    | ReplaceRoute
+    | DelRoute
+    | StartDhcp
+    | ReloadDhcp
+    | StopDhcp
+    | ReplaceFirewall
+    | DeleteFirewall
+)

@@ -1,0 +1,299 @@
+"""The agent loop: list, reconcile, watch; report port status and node liveness.
+
+Forwarding never depends on the agent or the store: the kernel keeps the last
+applied state. If the store goes away the agent leaves the kernel alone and
+retries; when it comes back (or a watch reports `Compacted`) it re-lists
+everything and reconciles once, which is a no-op if nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from spanwire import __version__
+from spanwire.agent import actual, desired, naming
+from spanwire.agent.apply import apply
+from spanwire.agent.cache import ModelCache
+from spanwire.agent.plan import plan
+from spanwire.agent.plan.ops import MoveTap
+from spanwire.agent.state import NodeKernel
+from spanwire.agent.status import StatusReporter
+from spanwire.dataplane import capabilities
+from spanwire.dataplane.kernel import Kernel
+from spanwire.dataplane.monitor import LinkMonitor
+from spanwire.errors import Compacted, InvalidInput, NotFound, SpanwireError, Unavailable
+from spanwire.model import Node, NodeLiveness
+from spanwire.store import Store, connect
+
+log = logging.getLogger("spanwire.agent")
+
+DEBOUNCE = 0.005  # fold a burst of events into one reconcile
+WAKE = object()  # queued to make the loop check its stop flag
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """Queued by the link monitor: a tap appeared or left the node namespace."""
+
+    name: str
+
+
+@dataclass
+class Stats:
+    reconciles: int = 0
+    ops: int = 0
+    last_ops: int = 0
+    last_duration: float = 0.0
+    resyncs: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_reconcile: float | None = None
+
+
+class Agent:
+    def __init__(self, store_url: str, node_id: str, run_dir: str, lease_ttl: int = 10,
+                 resync_interval: float = 30.0) -> None:
+        self.store_url = store_url
+        self.node_id = node_id
+        self.run_dir = run_dir
+        self.lease_ttl = lease_ttl
+        self.resync_interval = resync_interval
+        self.kernel = Kernel()
+        self.cache = ModelCache()
+        self.stats = Stats()
+        self.capabilities: dict[str, bool] = {}
+        self._store: Store | None = None
+        self._lease = None
+        self.status = StatusReporter(node_id)
+        self.dirty = False
+        self._monitor: LinkMonitor | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
+        _check_traversable(self.run_dir)
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                self._session(stop)
+                backoff = 0.2
+            except capabilities.MissingCapability as exc:
+                log.error("event=cannot_run node=%s error=%s", self.node_id, exc)
+                raise
+            except Compacted as exc:
+                log.warning("event=resync node=%s reason=compacted detail=%s", self.node_id, exc)
+                self.stats.resyncs += 1
+            except (Unavailable, ConnectionError, OSError, TimeoutError) as exc:
+                log.warning("event=store_unavailable node=%s error=%s retry_in=%.1fs "
+                            "(forwarding continues on last-applied state)",
+                            self.node_id, exc, backoff)
+                self._drop_store()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # a daemon logs, backs off and carries on
+                log.exception("event=agent_error node=%s retry_in=%.1fs", self.node_id, backoff)
+                self._drop_store()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.cache.stop_watches()
+        if self._monitor is not None:
+            self._monitor.stop()
+        self._release_lease()
+        self._drop_store()
+        self.kernel.close()
+
+    def _session(self, stop: threading.Event) -> None:
+        if self._store is None:
+            self._store = connect(self.store_url)
+        store = self._store
+        node = self._wait_node(store, stop)
+        if node is None:
+            return
+        if not self.capabilities:
+            self.capabilities = capabilities.cached_probe(
+                f"{node.netns}-probe", os.path.join(self.run_dir, "capabilities.json"))
+            capabilities.require(self.capabilities)
+        if self._monitor is None:
+            self._monitor = LinkMonitor(node.netns, self._on_link).start()
+        self.cache.load(store)
+        self.status.load(store)
+        self.reconcile()
+        self._ensure_lease(store)
+        self.cache.start_watches(store)
+        last_full = time.monotonic()
+        try:
+            self._stop = stop
+            while not stop.is_set():
+                timeout = max(0.05, self.resync_interval - (time.monotonic() - last_full))
+                changed = self._drain(1.0 if self.dirty else timeout)
+                due = time.monotonic() - last_full >= self.resync_interval
+                if self.dirty or due or changed is None:
+                    self.reconcile()  # everything: periodic resync, retry, node change
+                    last_full = time.monotonic()
+                elif changed:
+                    self.reconcile(changed)
+                self._ensure_lease(store)
+        finally:
+            self.cache.stop_watches()
+
+    def _wait_node(self, store: Store, stop: threading.Event) -> Node | None:
+        while not stop.is_set():
+            kv = store.get(Node.key_of(self.node_id))
+            if kv is not None:
+                node = Node.from_bytes(kv.value)
+                if not node.netns:
+                    raise InvalidInput(
+                        f"node {self.node_id} has no netns: this agent only manages nodes that "
+                        "are network namespaces (the host's own namespace is never touched)"
+                    )
+                return node
+            log.info("event=waiting_for_node node=%s", self.node_id)
+            stop.wait(1.0)
+        return None
+
+    def wake(self) -> None:
+        """Make the loop look at its stop flag now (called from a signal handler)."""
+        self.cache.events.put(WAKE)
+
+    def _on_link(self, event: str, name: str) -> None:
+        """A tap appeared in (or left) the node namespace: reconcile its network soon."""
+        # DELLINK is what our own MoveTap looks like from the node namespace.
+        if name.startswith("tap") and event == "RTM_NEWLINK":
+            self.cache.events.put(LinkChange(name))
+
+    def _drain(self, timeout: float) -> set[str] | None:
+        """Wait for events; fold all that arrive within DEBOUNCE into the cache.
+
+        Returns the networks to reconcile (None: all of them).
+        """
+        changed: set[str] | None = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = deadline - time.monotonic() if not changed and changed is not None \
+                else DEBOUNCE
+            if wait <= 0:
+                return changed
+            try:
+                item = self.cache.events.get(timeout=wait)
+            except queue.Empty:
+                return changed
+            if isinstance(item, BaseException):
+                raise item
+            if item is WAKE:
+                if self._stop.is_set():
+                    return set()
+                continue
+            if isinstance(item, LinkChange):
+                network = self.cache.network_of_tap(item.name)
+                hit: set[str] | None = {network} if network else set()
+            else:
+                hit = self.cache.apply(item)
+            if changed is not None:
+                changed = None if hit is None else changed | hit
+
+    # -- reconcile ---------------------------------------------------------
+
+    def desired(self, networks: set[str] | None = None) -> NodeKernel:
+        node = self.cache.nodes.get(self.node_id)
+        if node is None:
+            raise NotFound(f"node {self.node_id} was deleted from the store")
+        return desired.compute(node, self.cache.nodes, self.cache.networks,
+                               self.cache.subnets, self.cache.ports, self.run_dir, networks)
+
+    def reconcile(self, networks: set[str] | None = None) -> int:
+        """One pass over `networks` (None: all): desired vs actual → ops → apply → statuses.
+
+        An event touches one network, so only that routing namespace is read
+        and planned; the periodic full pass catches everything else. A kernel
+        failure is logged and retried (`dirty`); store failures propagate.
+        Returns the op count.
+        """
+        start = time.monotonic()
+        want = self.desired(networks)
+        only = None if networks is None else {
+            naming.routing_ns(want.node_ns, n) for n in networks}
+        try:
+            keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
+            have = actual.read(self.kernel, want.node_ns, self.run_dir, keys, only)
+            ops = plan(want, have)
+            apply(self.kernel, self.run_dir, ops)
+            self.dirty = self.dirty and networks is not None
+        except (SpanwireError, OSError) as exc:
+            self.stats.errors += 1
+            self.dirty = True
+            log.error("event=apply_failed node=%s error=%s retry_in=1s", self.node_id, exc)
+            return 0
+        self.stats.reconciles += 1
+        self.stats.ops += len(ops)
+        self.stats.last_ops = len(ops)
+        self.stats.last_duration = time.monotonic() - start
+        if self.stats.first_reconcile is None:
+            self.stats.first_reconcile = time.monotonic() - self.stats.started
+        log.info("event=reconciled node=%s scope=%s ops=%d duration_ms=%.1f", self.node_id,
+                 "all" if networks is None else ",".join(sorted(networks)), len(ops),
+                 1000 * self.stats.last_duration)
+        plugged = {op.name for op in ops if isinstance(op, MoveTap)}
+        if self._store is not None:
+            self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
+        return len(ops)
+
+    # -- liveness ----------------------------------------------------------
+
+    def _ensure_lease(self, store: Store) -> None:
+        if self._lease is not None and self._lease.lost is None:
+            return
+        if self._lease is not None:
+            log.warning("event=lease_lost node=%s error=%s", self.node_id, self._lease.lost)
+            self._lease.stop_keepalive()
+        self._lease = store.grant_lease(self.lease_ttl)
+        alive = NodeLiveness(id=self.node_id, agent_version=__version__,
+                             capabilities=self.capabilities)
+        store.put(alive.key, alive.to_bytes(), lease=self._lease.id)
+        self._lease.start_keepalive()
+        log.info("event=liveness node=%s lease=%d ttl=%d", self.node_id, self._lease.id,
+                 self.lease_ttl)
+
+    def _release_lease(self) -> None:
+        if self._lease is None:
+            return
+        self._lease.stop_keepalive()
+        try:
+            self._lease.revoke()
+        except Exception as exc:  # noqa: BLE001 - best effort on shutdown
+            log.warning("event=lease_revoke_failed node=%s error=%s", self.node_id, exc)
+        self._lease = None
+
+    def _drop_store(self) -> None:
+        self.cache.stop_watches()
+        if self._lease is not None:
+            self._lease.stop_keepalive()
+            self._lease = None
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception as exc:  # noqa: BLE001 - already failing
+                log.debug("event=store_close_failed error=%s", exc)
+            self._store = None
+
+
+def _check_traversable(path: str) -> None:
+    """dnsmasq drops privileges to `nobody` and then re-reads its files under `path`."""
+    current = os.path.abspath(path)
+    while True:
+        if not os.stat(current).st_mode & 0o001:
+            raise InvalidInput(
+                f"run dir {path}: {current} is not world-traversable, so dnsmasq (which runs "
+                "as nobody) could not read its lease files; use e.g. /run/spanwire/<node> or "
+                "chmod o+x the directories"
+            )
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent

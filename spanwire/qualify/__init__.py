@@ -1,0 +1,1 @@
+"""Testbed builder and qualification suites."""

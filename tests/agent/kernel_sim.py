@@ -1,0 +1,150 @@
+"""A pure, in-memory kernel that executes planned ops, for root-free planner tests.
+
+It is strict where the real kernel is strict (no duplicate links or
+addresses, no entries on missing links, routes need an up device), so a plan
+that runs here in order also runs on a real kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from spanwire.agent.plan import ops as o
+from spanwire.agent.state import NodeKernel, RoutingNs, Tap
+
+
+class SimError(AssertionError):
+    pass
+
+
+def _links(rns: RoutingNs) -> dict[str, bool]:
+    out = {"lo": rns.lo_up}
+    if rns.vxlan is not None:
+        out[rns.vxlan.name] = rns.vxlan.up
+    out.update({t.name: t.up for t in rns.taps})
+    out.update({name: True for name in rns.other_links})
+    return out
+
+
+def _need(rns: RoutingNs, dev: str, up: bool = False) -> None:
+    links = _links(rns)
+    if dev not in links:
+        raise SimError(f"{rns.name}: no device {dev}")
+    if up and not links[dev]:
+        raise SimError(f"{rns.name}: device {dev} is down")
+
+
+def _drop_dev(rns: RoutingNs, dev: str) -> RoutingNs:
+    return replace(
+        rns,
+        addrs=frozenset(e for e in rns.addrs if e.dev != dev),
+        neighs=frozenset(e for e in rns.neighs if e.dev != dev),
+        fdbs=frozenset(e for e in rns.fdbs if e.dev != dev),
+        routes=frozenset(e for e in rns.routes if e.dev != dev),
+        sysctls=frozenset(kv for kv in rns.sysctls if f"/{dev}/" not in kv[0]),
+    )
+
+
+def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
+    spaces = dict(kernel.namespaces)
+    loose = set(kernel.loose_taps)
+    for op in ops:
+        if isinstance(op, o.CreateNetns):
+            if op.ns in spaces:
+                raise SimError(f"namespace {op.ns} exists")
+            spaces[op.ns] = RoutingNs(name=op.ns, lo_up=False)
+            continue
+        if isinstance(op, o.DeleteNetns):
+            spaces.pop(op.ns)
+            continue
+        rns = spaces[op.ns]
+        match op:
+            case o.SetSysctl(_, key, value):
+                parts = key.split("/")
+                if len(parts) > 4 and parts[3] not in ("all", "default"):
+                    _need(rns, parts[3])
+                rns = replace(rns, sysctls=frozenset(
+                    {kv for kv in rns.sysctls if kv[0] != key} | {(key, value)}))
+            case o.CreateVxlan(_, _, vx):
+                if vx.name in _links(rns):
+                    raise SimError(f"link {vx.name} exists")
+                rns = replace(rns, vxlan=replace(vx, up=False))
+            case o.MoveTap(_, _, name):
+                if name not in loose:
+                    raise SimError(f"tap {name} is not in the node namespace")
+                loose.discard(name)
+                rns = replace(rns, taps=rns.taps | {Tap(name, 1500, up=False)})
+            case o.SetLink(_, name, mtu, mac, up):
+                _need(rns, name)
+                if name == "lo":
+                    rns = replace(rns, lo_up=up)
+                elif rns.vxlan is not None and rns.vxlan.name == name:
+                    rns = replace(rns, vxlan=replace(rns.vxlan, up=up,
+                                                     mtu=mtu or rns.vxlan.mtu,
+                                                     mac=mac or rns.vxlan.mac))
+                elif name in {t.name for t in rns.taps}:
+                    old = next(t for t in rns.taps if t.name == name)
+                    rns = replace(rns, taps=(rns.taps - {old}) | {
+                        Tap(name, mtu or old.mtu, up)})
+            case o.DeleteLink(_, name):
+                _need(rns, name)
+                rns = _drop_dev(rns, name)
+                if rns.vxlan is not None and rns.vxlan.name == name:
+                    rns = replace(rns, vxlan=None)
+                rns = replace(rns, taps=frozenset(t for t in rns.taps if t.name != name),
+                              other_links=rns.other_links - {name})
+            case o.AddAddr(_, addr):
+                _need(rns, addr.dev)
+                if addr in rns.addrs:
+                    raise SimError(f"address {addr} exists")
+                rns = replace(rns, addrs=rns.addrs | {addr})
+            case o.DelAddr(_, addr):
+                if addr not in rns.addrs:
+                    raise SimError(f"no address {addr}")
+                rns = replace(rns, addrs=rns.addrs - {addr})
+            case o.ReplaceNeigh(_, n):
+                _need(rns, n.dev)
+                rns = replace(rns, neighs=frozenset(
+                    e for e in rns.neighs if (e.dev, e.ip) != (n.dev, n.ip)) | {n})
+            case o.DelNeigh(_, n):
+                if n not in rns.neighs:
+                    raise SimError(f"no neighbour {n}")
+                rns = replace(rns, neighs=rns.neighs - {n})
+            case o.ReplaceFdb(_, f):
+                _need(rns, f.dev)
+                rns = replace(rns, fdbs=frozenset(
+                    e for e in rns.fdbs if (e.dev, e.mac) != (f.dev, f.mac)) | {f})
+            case o.DelFdb(_, f):
+                if f not in rns.fdbs:
+                    raise SimError(f"no fdb {f}")
+                rns = replace(rns, fdbs=rns.fdbs - {f})
+            case o.ReplaceRoute(_, r):
+                _need(rns, r.dev, up=True)
+                rns = replace(rns, routes=frozenset(
+                    e for e in rns.routes if e.dst != r.dst) | {r})
+            case o.DelRoute(_, r):
+                if r not in rns.routes:
+                    raise SimError(f"no route {r}")
+                rns = replace(rns, routes=rns.routes - {r})
+            case o.StartDhcp(_, dhcp):
+                if rns.dhcp is not None:
+                    raise SimError("dnsmasq already running")
+                rns = replace(rns, dhcp=replace(dhcp, pid=4242))
+            case o.ReloadDhcp(_, dhcp, pid):
+                if rns.dhcp is None or rns.dhcp.pid != pid:
+                    raise SimError("reload of a dnsmasq that is not running")
+                rns = replace(rns, dhcp=replace(dhcp, pid=pid))
+            case o.StopDhcp(_, pid):
+                if rns.dhcp is None or rns.dhcp.pid != pid:
+                    raise SimError("stop of a dnsmasq that is not running")
+                rns = replace(rns, dhcp=None)
+            case o.ReplaceFirewall(_, fw):
+                rns = replace(rns, firewall=fw)
+            case o.DeleteFirewall(_):
+                if rns.firewall is None:
+                    raise SimError("no firewall table to delete")
+                rns = replace(rns, firewall=None)
+            case _:
+                raise SimError(f"unknown op {op}")
+        spaces[op.ns] = rns
+    return NodeKernel(node_ns=kernel.node_ns, namespaces=spaces, loose_taps=frozenset(loose))
