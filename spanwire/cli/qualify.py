@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,13 +14,18 @@ from rich.console import Console
 from spanwire.cli.errors import friendly
 from spanwire.cli.options import DEFAULT_STATE_DIR, ledger_store_url
 from spanwire.errors import InvalidInput
-from spanwire.qualify import report
 from spanwire.qualify.ledger import Ledger
 from spanwire.qualify.lifecycle import SoakPolicy
-from spanwire.qualify.run import SUITES, QualifyOptions, qualify
+from spanwire.qualify.topology import SUITES
 from spanwire.store import connect
 
+# The suites' code pulls in scipy and matplotlib (seconds to import), so it is
+# imported inside the commands, keeping every other `spanwire` command fast.
+
 console = Console()
+
+if TYPE_CHECKING:
+    from spanwire.qualify.run import QualifyOptions
 
 
 def _suites(value: str) -> tuple[str, ...]:
@@ -34,6 +39,9 @@ def _suites(value: str) -> tuple[str, ...]:
 
 def _run_once(opts: QualifyOptions, ledger: Ledger, json_file: Path | None,
               html_file: Path | None) -> bool:
+    from spanwire.qualify import report
+    from spanwire.qualify.run import qualify
+
     doc = qualify(opts, ledger, console)
     report.render_console(doc, console)
     report.write(doc, json_file, html_file)
@@ -67,6 +75,8 @@ def qualify_cmd(
     """Build a cloud, run the suites, report, and move the snapshot through the ledger."""
     from datetime import timedelta
 
+    from spanwire.qualify.run import QualifyOptions
+
     opts = QualifyOptions(nodes=nodes, store_url=store, suites=_suites(suite),
                           state_dir=state_dir, rounds=rounds, seconds=seconds)
     ledger = Ledger(connect(ledger_store_url(ledger_store)),
@@ -86,6 +96,8 @@ def demo_cmd() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     json_file, html_file = out / f"qualify-{stamp}.json", out / f"qualify-{stamp}.html"
+    from spanwire.qualify.run import QualifyOptions
+
     ledger = Ledger(connect(ledger_store_url(None)))
     opts = QualifyOptions(nodes=3, suites=SUITES,
                           state_dir=os.path.join(DEFAULT_STATE_DIR, "qualify"))

@@ -142,8 +142,8 @@ def start_api(bed: Testbed, timeout: float = 30.0) -> None:
     os.chmod(clouds, 0o600)
 
 
-def api_create_port(api_url: str, password: str, network: Network, node: str, name: str
-                    ) -> Port:
+def api_create_port(api_url: str, password: str, network: Network, node: str, name: str,
+                    ip: str | None = None) -> Port:
     """Create the port through the Neutron API (so its IPAM and MAC allocation apply)."""
     from spanwire.errors import SpanwireError
 
@@ -158,7 +158,10 @@ def api_create_port(api_url: str, password: str, network: Network, node: str, na
             token.raise_for_status()
             headers = {"X-Auth-Token": token.headers["X-Subject-Token"]}
             body = {"port": {"network_id": network.id, "name": name, "binding:host_id": node,
-                             "device_owner": "compute:nova", "device_id": name}}
+                             "device_owner": "compute:nova", "device_id": name,
+                             "project_id": network.project_id}}
+            if ip is not None:
+                body["port"]["fixed_ips"] = [{"ip_address": ip}]
             reply = client.post("/v2.0/ports", json=body, headers=headers)
             reply.raise_for_status()
             data = reply.json()["port"]

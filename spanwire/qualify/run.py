@@ -22,8 +22,10 @@ from spanwire.qualify import bandwidth, cloud, failover, underlay, vm
 from spanwire.qualify.connectivity import ProbeResult, run_matrix, start_whoami
 from spanwire.qualify.ledger import Ledger, RunRecord
 from spanwire.qualify.manifest import collect
+from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
 from spanwire.qualify.topology import (
+    SUITES,
     UNDERLAY,
     Topology,
     bandwidth_pairs,
@@ -31,7 +33,6 @@ from spanwire.qualify.topology import (
     default_topology,
 )
 
-SUITES = ("connectivity", "bandwidth", "failover")
 # Path classes of DESIGN.md that need distributed routers, NAT and security
 # groups (issue 5); reported as "not run" until the data plane has them.
 PENDING_CLASSES = {
@@ -40,7 +41,6 @@ PENDING_CLASSES = {
     "snat": "needs per-node SNAT (not yet in the data plane)",
     "security-group": "needs nftables security groups (not yet in the data plane)",
 }
-VNIS = {"alpha-net": 1001, "beta-net": 1002}
 
 
 @dataclass
@@ -58,11 +58,16 @@ class QualifyOptions:
 
 def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> dict[str, str]:
     """Networks and VMs of the topology; returns {vm name: its namespace}."""
-    store = bed.store()
-    nets = {}
-    for spec in topo.networks:
-        nets[spec.name], _ = cloud.add_network(store, spec.name, VNIS[spec.name], spec.cidr,
-                                               project=spec.project)
+    if bed.state.api_url:
+        api = TenantAPI(bed.state.api_url, bed.state.state_dir)
+        try:
+            for spec in topo.networks:
+                api.network(spec.name, spec.project, spec.cidr)
+        finally:
+            api.close()
+    else:
+        for i, spec in enumerate(topo.networks):
+            cloud.add_network(bed.store(), spec.name, 1001 + i, spec.cidr, project=spec.project)
     task = progress.add_task("booting VMs (DHCP)", total=len(topo.vms))
     namespaces = {}
     for spec in topo.vms:

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from spanwire.dataplane import process
+from spanwire.dataplane import netns, process
 from spanwire.dataplane.kernel import Kernel
 from spanwire.errors import Conflict, NotFound, Unavailable
 from spanwire.model import Node, NodeLiveness, Port, PortStatus
@@ -225,7 +225,7 @@ class Testbed:
             raise Unavailable(f"ports not ACTIVE after {timeout} s: {sorted(pending)}")
 
     def vm_create(self, network: str, name: str, node: str | None = None,
-                  dhcp: bool = True) -> tuple[Port, vm.Lease | None]:
+                  dhcp: bool = True, ip: str | None = None) -> tuple[Port, vm.Lease | None]:
         """Create a port (api or store), the VM namespace, and run its DHCP client."""
         from spanwire.qualify import cloud
 
@@ -240,9 +240,9 @@ class Testbed:
         if self.state.api_url:
             with open(os.path.join(self.state.state_dir, "admin-password")) as handle:
                 password = handle.read().strip()
-            port = cloud.api_create_port(self.state.api_url, password, net, node, name)
+            port = cloud.api_create_port(self.state.api_url, password, net, node, name, ip)
         else:
-            port = cloud.add_port(store, net, node, name=name)
+            port = cloud.add_port(store, net, node, name=name, ip=ip)
         self.state.vms[name] = {"node": node, "port": port.id, "network": net.id}
         self.state.save()
         vm.create(self.kernel, self.state.prefix, name, underlay.node_ns(self.state.prefix, node),
@@ -265,6 +265,30 @@ class Testbed:
         if name not in self.state.vms:
             raise NotFound(f"no vm {name}")
         return vm.exec_(self.state.prefix, name, argv, timeout=timeout)
+
+    # -- faults (the qualify failover suite) ---------------------------------
+
+    def kill_api(self) -> None:
+        """SIGKILL the api replica, as a crash would; forwarding must not notice."""
+        pid = self.state.pids.pop("api", 0)
+        self.state.api_url = ""
+        self.state.save()
+        _terminate(pid, None, 0.0)
+
+    def kill_node(self, node: str) -> None:
+        """Lose a whole node: its agent, its VMs and every namespace it had."""
+        self.stop_agent(node)
+        for name, info in list(self.state.vms.items()):
+            if info["node"] == node:
+                vm.delete(self.kernel, self.state.prefix, name)
+                self.state.vms.pop(name)
+        self.state.save()
+        node_ns = underlay.node_ns(self.state.prefix, node)
+        underlay.destroy(self.kernel, node_ns)  # its routing namespaces
+        process.kill_all_in([node_ns])
+        self.kernel.forget(node_ns)
+        with contextlib.suppress(OSError):
+            netns.remove(node_ns)
 
     # -- teardown -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ CROSS_PROJECT = "cross-project"
 UNDERLAY = "underlay"
 
 PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_PROJECT)
+SUITES = ("connectivity", "bandwidth", "failover")
 TCP_PORT = 7007  # the VMs' whoami service
 
 

@@ -1,0 +1,65 @@
+"""A short qualification on the real kernel: a healthy cloud passes, a broken one fails
+and the report names the broken path class."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from spanwire.dataplane import netns, process
+from spanwire.qualify import underlay
+from spanwire.qualify.ledger import Ledger
+from spanwire.qualify.lifecycle import State
+from spanwire.qualify.run import QualifyOptions, qualify
+from spanwire.qualify.testbed import Testbed
+from spanwire.qualify.topology import Topology
+from spanwire.store import connect
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    store = connect(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        yield Ledger(store)
+    finally:
+        store.close()
+
+
+def test_short_qualification_passes_and_records_the_snapshot(tmp_path: Path, ledger: Ledger):
+    before = set(netns.list_names("sw"))
+    opts = QualifyOptions(nodes=2, state_dir=str(tmp_path / "bed"), rounds=3, seconds=0.5)
+    doc = qualify(opts, ledger)
+    assert doc["passed"], doc["failures"]
+    classes = {p["path_class"] for p in doc["connectivity"]["probes"]}
+    assert classes == {"same-node", "cross-node", "cross-project"}
+    assert set(doc["bandwidth"]["classes"]) == {"same-node", "cross-node"}
+    assert all(r["ok"] for r in doc["failover"])
+    assert doc["snapshot"]["state"] == State.EXPERIMENTAL.value
+    assert set(netns.list_names("sw")) == before  # torn down
+
+
+def break_cross_node(bed: Testbed, topo: Topology) -> None:
+    """What a bad release might do: one node's agent dies and its underlay route is lost."""
+    del topo
+    node = sorted(bed.state.nodes)[1]
+    bed.stop_agent(node)
+    process.run(underlay.node_ns(bed.state.prefix, node), ["ip", "route", "flush", "dev", "ul0"],
+                check=False)
+
+
+def test_broken_data_plane_fails_and_names_the_path_class(tmp_path: Path, ledger: Ledger):
+    opts = QualifyOptions(nodes=2, state_dir=str(tmp_path / "bed"), suites=("connectivity",),
+                          sabotage=break_cross_node)
+    doc = qualify(opts, ledger)
+    assert not doc["passed"]
+    assert any("cross-node" in f for f in doc["failures"]), doc["failures"]
+    assert not any("same-node" in f for f in doc["failures"]), doc["failures"]
+    assert doc["snapshot"]["state"] == State.REJECTED.value
