@@ -29,9 +29,21 @@ def _register() -> None:
     from spanwire.cli import store as store_cli
 
     store_cli.register(app)
+    from spanwire.cli import serve as serve_cli
+
+    serve_cli.register(app)
     from spanwire.cli import snapshot as snapshot_cli
 
     snapshot_cli.register(app)
+    from spanwire.cli import qualify as qualify_cli
+
+    qualify_cli.register(app)
+    from spanwire.cli import agent as agent_cli
+
+    agent_cli.register(app)
+    from spanwire.cli import testbed as testbed_cli
+
+    testbed_cli.register(app)
 
 
 _register()

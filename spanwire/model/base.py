@@ -108,6 +108,9 @@ class ProjectResource(Resource):
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
     revision_number: int = Field(default=0, ge=0)
+    # Internal to the api: the quota slot this object holds (api/quota_logic.py).
+    # Never shown to Neutron clients; agents can ignore it.
+    quota_slot: int | None = Field(default=None, ge=0)
 
     @property
     def tenant_id(self) -> str:

@@ -17,6 +17,9 @@ class FloatingIP(ProjectResource):
     port_id: str | None = None
     fixed_ip_address: str | None = None
     router_id: str | None = None
+    # The port (device_owner network:floatingip) holding the external address;
+    # internal bookkeeping of the api, not a Neutron attribute.
+    floating_port_id: str | None = None
 
     @field_validator("floating_ip_address")
     @classmethod
