@@ -133,7 +133,8 @@ def port_up(bed: Testbed, scale: int, samples: int, node: str = "node1") -> dict
         port = cloud.Port(project_id=net.project_id, network_id=net.id, name=name,
                           mac_address=f"fa:16:3e:7{i // 256:x}:{i % 256:02x}:{scale % 256:02x}",
                           fixed_ips=[cloud.FixedIP(subnet_id=sub.id, ip_address=ip)],
-                          binding_host_id=node)
+                          binding_host_id=node,
+                          security_groups=[cloud.default_group(bed.store(), net.project_id)])
         ns = vm.create(bed.kernel, p, name, underlay.node_ns(p, node), port.id, port.mac_address)
         bed.state.vms[name] = {"node": node, "port": port.id, "network": net.id}
         process.run(ns, ["ip", "addr", "add", f"{ip}/16", "dev", "eth0"])

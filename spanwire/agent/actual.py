@@ -2,7 +2,9 @@
 
 Only routing namespaces named "<node_ns>-<8 hex>" are ours; in each we read
 links, addresses, permanent neighbours, FDB entries, non-kernel routes of the
-main table, the sysctls the desired state cares about, and the dnsmasq.
+main table, the sysctls the desired state cares about, the dnsmasq, the
+`inet` tables present and the security-group table's digest (not its rules:
+the digest is what the plan compares).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from spanwire.agent import firewall, naming
+from spanwire.agent import naming
+from spanwire.agent.plan.security import TABLE
 from spanwire.agent.state import Addr, Dhcp, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
 from spanwire.dataplane import dnsmasq, netns, nft, reader, sysctl
 from spanwire.dataplane.kernel import Kernel, Link
@@ -54,11 +57,12 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
         paths = [a.split("=", 1)[1] for a in argv
                  if a.startswith(("--dhcp-hostsfile=", "--dhcp-optsfile="))]
         dhcp = Dhcp(argv=argv, files=dnsmasq.read_files(paths), pid=pid)
-    listing = nft.list_table(ns, firewall.TABLE)
+    tables = nft.list_tables(ns)
     return RoutingNs(
         name=ns,
         lo_up=lo_up,
-        firewall=None if listing is None else firewall.from_nft_listing(listing),
+        nft_tables=tables,
+        security_digest=nft.read_digest(ns, TABLE) if TABLE in tables else None,
         sysctls=frozenset((k, v) for k, v in values.items() if v is not None),
         vxlan=vx,
         taps=frozenset(taps),

@@ -6,8 +6,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from spanwire.agent import firewall
 from spanwire.agent.plan import ops as o
+from spanwire.agent.plan.security_groups import RulesetChange
 from spanwire.dataplane import dnsmasq, netns, nft, sysctl
 from spanwire.dataplane.kernel import Kernel
 
@@ -43,7 +43,7 @@ def _flush(kernel: Kernel, pending: dict[str, dict[str, str]]) -> None:
 def _describe(op: o.Op) -> str:
     fields = []
     for name, value in vars(op).items():
-        if name in ("dhcp", "firewall"):
+        if name in ("dhcp", "payload"):
             continue
         fields.append(f"{name}={value}")
     return " ".join(fields)
@@ -95,11 +95,11 @@ def _one(kernel: Kernel, run_dir: str, op: o.Op) -> None:
         case o.StopDhcp(ns, pid):
             dnsmasq.stop(ns, pid, os.path.join(run_dir, ns))
             kernel.writes += 1
-        case o.ReplaceFirewall(ns, fw):
-            nft.apply_json(ns, firewall.to_nft_json(fw))
+        case o.ApplyRuleset(ns, RulesetChange.DELETE, _, table):
+            nft.delete_table(ns, table)
             kernel.writes += 1
-        case o.DeleteFirewall(ns):
-            nft.delete_table(ns, firewall.TABLE)
+        case o.ApplyRuleset(ns, _, payload, _):
+            nft.apply(ns, payload)
             kernel.writes += 1
         case _:
             raise TypeError(f"unknown op {op!r}")

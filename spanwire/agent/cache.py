@@ -1,6 +1,7 @@
 """The agent's copy of the model objects it needs, kept current by store watches.
 
-One watch per kind (nodes, networks, subnets, ports) feeds one queue. A
+One watch per kind (nodes, networks, subnets, ports, security groups and
+their rules) feeds one queue. A
 watch that fails (store down, history compacted) surfaces as an exception on
 the queue; the runner then keeps the kernel as it is and re-lists when the
 store is back.
@@ -13,13 +14,24 @@ import queue
 import threading
 from typing import Any
 
-from spanwire.model import KINDS, Network, Node, Port, Resource, Subnet
+from spanwire.agent import security
+from spanwire.model import (
+    KINDS,
+    Network,
+    Node,
+    Port,
+    Resource,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
 from spanwire.store import Event, EventType, Store
 from spanwire.store import keys as store_keys
 
 log = logging.getLogger("spanwire.agent.cache")
 
-WATCHED: tuple[type[Resource], ...] = (Node, Network, Subnet, Port)
+WATCHED: tuple[type[Resource], ...] = (Node, Network, Subnet, Port, SecurityGroup,
+                                       SecurityGroupRule)
 
 
 class ModelCache:
@@ -98,7 +110,17 @@ class ModelCache:
             return None
         if kind == Network.KIND:
             return {obj_id}
-        return {o.network_id for o in (old, new) if o is not None}
+        if kind == SecurityGroup.KIND:
+            return set()  # rules and ports carry everything the kernel needs
+        if kind == SecurityGroupRule.KIND:
+            touched = security.networks_touched_by_rule((old, new), self.ports)
+            log.info("event=rule_changed rule=%s group=%s networks=%s", obj_id,
+                     (new or old).security_group_id, ",".join(sorted(touched)) or "-")
+            return touched
+        hit = {o.network_id for o in (old, new) if o is not None}
+        if kind == Port.KIND:
+            hit |= security.networks_touched_by_port(old, new, self.rules, self.ports)
+        return hit
 
     def network_of_tap(self, tap: str) -> str | None:
         for port in self.objects[Port.KIND].values():
@@ -121,6 +143,14 @@ class ModelCache:
     @property
     def ports(self) -> list[Port]:
         return list(self.objects[Port.KIND].values())
+
+    @property
+    def rules(self) -> list[SecurityGroupRule]:
+        return list(self.objects[SecurityGroupRule.KIND].values())
+
+    def security_view(self) -> security.Security:
+        """Compiler inputs for the whole cloud (rules by group, remote-group members)."""
+        return security.gather(self.ports, self.rules)
 
 
 def _parse(cls: type[Resource], raw: bytes, key: str) -> Any:

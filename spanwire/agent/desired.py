@@ -5,7 +5,8 @@ holding a VXLAN device (VNI = segmentation_id, no learning), one tap per local
 port with a /32 route, a permanent neighbour entry, the subnet's gateway
 address (anycast: every node has it) and proxy ARP; and per remote node that
 hosts ports of the network, one FDB + one neighbour entry and a /32 route per
-remote port. No flooding entries anywhere.
+remote port. No flooding entries anywhere. Security groups and port security:
+one compiled nftables table per namespace (see `agent.security`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from spanwire.agent import dhcp, firewall, naming
+from spanwire.agent import dhcp, naming, security
+from spanwire.agent.security import Security
 from spanwire.agent.state import Addr, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
 from spanwire.model import Network, Node, Port, Subnet
 
@@ -52,10 +54,13 @@ def compute(
     ports: Iterable[Port],
     run_dir: str,
     only_networks: set[str] | None = None,
+    groups: Security | None = None,
 ) -> NodeKernel:
     """Desired state of `node`'s kernel (or of the namespaces of `only_networks`).
 
-    Pure: same inputs, same output.
+    Pure: same inputs, same output. `groups` (from `security.gather`) is what
+    the security-group tables are compiled from; without it they are not
+    managed (left as they are), which only read-only callers should want.
     """
     subnets_by_net: dict[str, list[Subnet]] = {}
     for subnet in subnets:
@@ -76,7 +81,8 @@ def compute(
         if not local:
             continue
         rns = _routing_ns(node, nodes, network, subnets_by_net.get(net_id, []), local,
-                          [p for p in net_ports if p.binding_host_id != node.id], run_dir)
+                          [p for p in net_ports if p.binding_host_id != node.id], run_dir,
+                          groups)
         namespaces[rns.name] = rns
     return NodeKernel(node_ns=node.netns, namespaces=namespaces)
 
@@ -89,6 +95,7 @@ def _routing_ns(
     local: list[Port],
     remote: list[Port],
     run_dir: str,
+    groups: Security | None,
 ) -> RoutingNs:
     assert network.segmentation_id is not None
     name = naming.routing_ns(node.netns, network.id)
@@ -138,5 +145,6 @@ def _routing_ns(
         fdbs=frozenset(fdbs),
         routes=frozenset(routes),
         dhcp=dhcp.render(run_dir, name, subnets, local, mtu),
-        firewall=firewall.render(network, local),
+        security=None if groups is None else security.ruleset(local, groups),
+        security_managed=groups is not None,
     )

@@ -205,7 +205,8 @@ class Agent:
         if node is None:
             raise NotFound(f"node {self.node_id} was deleted from the store")
         return desired.compute(node, self.cache.nodes, self.cache.networks,
-                               self.cache.subnets, self.cache.ports, self.run_dir, networks)
+                               self.cache.subnets, self.cache.ports, self.run_dir, networks,
+                               groups=self.cache.security_view())
 
     def reconcile(self, networks: set[str] | None = None) -> int:
         """One pass over `networks` (None: all): desired vs actual → ops → apply → statuses.

@@ -8,6 +8,7 @@ what makes "actual == desired → no ops" a simple equality.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -71,17 +72,6 @@ class Dhcp:
 
 
 @dataclass(frozen=True)
-class Firewall:
-    """The port-security chain: its hook spec and its rules (nft JSON expressions, in order).
-
-    Compared with ==, never hashed (rules are JSON lists).
-    """
-
-    chain: tuple[tuple[str, object], ...]
-    rules: tuple[object, ...]
-
-
-@dataclass(frozen=True)
 class RoutingNs:
     """A per-node, per-network routing namespace (our stand-in for a VRF)."""
 
@@ -96,7 +86,17 @@ class RoutingNs:
     fdbs: frozenset[Fdb] = frozenset()
     routes: frozenset[Route] = frozenset()
     dhcp: Dhcp | None = None
-    firewall: Firewall | None = None
+    # Desired only: the compiled security-group table (nft JSON, see
+    # plan/security_groups.py), None when no local port is filtered.
+    security: dict[str, Any] | None = None
+    # Desired only: False when computed without security-group data (read-only
+    # callers such as `Testbed.pending_ops`); the table is then left alone.
+    security_managed: bool = True
+    # Actual only: the digest the table was written with (None: absent or unreadable)
+    # and every `inet` table present, so stale ones (e.g. the old port-security
+    # table) are found and removed.
+    security_digest: str | None = None
+    nft_tables: frozenset[str] = frozenset()
     # Actual only: links we do not recognise (deleted by the plan).
     other_links: frozenset[str] = frozenset()
 

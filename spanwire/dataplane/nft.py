@@ -6,8 +6,9 @@ effects only; what to write is decided by the planners. One `apply` is one
 command takes effect at once or (on any error) none does, and packets never
 see a half-written table.
 
-`apply_json` and the positional `list_table(ns, table)` / `delete_table(ns,
-table)` forms are kept for `agent.apply` / `agent.actual`.
+`agent.actual` reads only `list_tables` and `read_digest` (two short calls per
+namespace, whatever the rule count), `agent.apply` writes with `apply` and
+`delete_table`.
 """
 
 from __future__ import annotations
@@ -49,11 +50,6 @@ def apply(ns: str, doc: dict[str, Any] | str, timeout: float = 30.0) -> None:
                           f"{proc.stderr.strip()[:1500]}")
 
 
-def apply_json(ns: str, payload: str) -> None:
-    """Run one JSON batch (atomic: all of it or nothing)."""
-    apply(ns, payload)
-
-
 def _list(ns: str, args: list[str]) -> dict[str, Any] | None:
     proc = _run(ns, ["-j", "list", *args])
     if proc.returncode != 0:
@@ -70,6 +66,13 @@ def _list(ns: str, args: list[str]) -> dict[str, Any] | None:
 def list_table(ns: str, table: str = "spanwire", family: str = FAMILY) -> dict[str, Any] | None:
     """`nft -j list table <family> <table>`, or None if the table does not exist."""
     return _list(ns, ["table", family, table])
+
+
+def list_tables(ns: str, family: str = FAMILY) -> frozenset[str]:
+    """Names of the `family` tables in `ns` (empty if there are none)."""
+    listing = _list(ns, ["tables", family])
+    return frozenset(str(item["table"]["name"]) for item in (listing or {}).get("nftables", [])
+                     if "table" in item and item["table"].get("family") == family)
 
 
 def delete_table(ns: str, table: str = "spanwire", family: str = FAMILY) -> bool:

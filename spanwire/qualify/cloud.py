@@ -1,7 +1,9 @@
 """Tenant-side helpers for the testbed: networks, ports, the api process, clouds.yaml.
 
 When no api runs (tests, or `spanwire.cli.serve` missing) these write model
-objects straight into the store with their own valid VNI/IP/MAC choices.
+objects straight into the store with their own valid VNI/IP/MAC choices, and
+give ports the project's `default` security group, as the api would: agents
+enforce security groups, so a port without a group could only do DHCP.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from spanwire.errors import InvalidInput, NotFound, Unavailable
-from spanwire.model import FixedIP, Network, Port, Subnet
-from spanwire.store import Store
+from spanwire.model import FixedIP, Network, Port, SecurityGroup, SecurityGroupRule, Subnet
+from spanwire.store import Store, keys
+from spanwire.store.base import Compare, Put
 
 if TYPE_CHECKING:
     from spanwire.qualify.testbed import Testbed
@@ -57,9 +60,39 @@ def subnets_of(store: Store, network_id: str) -> list[Subnet]:
     return sorted((s for s in subs if s.network_id == network_id), key=lambda s: s.id)
 
 
+def default_group(store: Store, project: str) -> str:
+    """The id of `project`'s `default` security group, created on first use.
+
+    Neutron's default rules: ingress from members of the group itself, egress
+    anywhere (IPv4 and IPv6; the data plane enforces IPv4). The index key is
+    the api's (`default_sg/<project>`), created with Compare.absent in the same
+    transaction as the group, so the api and these helpers share one default.
+    """
+    index = keys.key("default_sg", project)
+    for _ in range(5):
+        kv = store.get(index)
+        if kv is not None and store.get(SecurityGroup.key_of(kv.value.decode())) is not None:
+            return kv.value.decode()
+        group = SecurityGroup(project_id=project, name="default",
+                              description="Default security group")
+        rules = [SecurityGroupRule(project_id=project, security_group_id=group.id,
+                                   direction=direction, ethertype=ethertype,
+                                   remote_group_id=group.id if direction == "ingress" else None)
+                 for ethertype in ("IPv4", "IPv6") for direction in ("ingress", "egress")]
+        puts = [Put(index, group.id.encode()), Put(group.key, group.to_bytes()),
+                *(Put(rule.key, rule.to_bytes()) for rule in rules)]
+        compare = Compare.unchanged(kv) if kv is not None else Compare.absent(index)
+        if store.txn([compare], puts).succeeded:
+            return group.id
+    raise Unavailable(f"could not create the default security group of project {project}")
+
+
 def add_port(store: Store, network: Network, node: str, name: str = "",
-             ip: str | None = None) -> Port:
-    """A port bound to `node` with the next free address of the network's first subnet."""
+             ip: str | None = None, security_groups: list[str] | None = None) -> Port:
+    """A port bound to `node` with the next free address of the network's first subnet.
+
+    `security_groups` None: the project's default group (as the api does).
+    """
     subnets = subnets_of(store, network.id)
     if not subnets:
         raise InvalidInput(f"network {network.id} has no subnet")
@@ -75,9 +108,12 @@ def add_port(store: Store, network: Network, node: str, name: str = "",
         if ip is None:
             raise Unavailable(f"subnet {subnet.cidr} is full")
     mac = "fa:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+    if security_groups is None:
+        security_groups = [default_group(store, network.project_id)]
     port = Port(project_id=network.project_id, network_id=network.id, name=name,
                 mac_address=mac, fixed_ips=[FixedIP(subnet_id=subnet.id, ip_address=ip)],
-                binding_host_id=node, device_owner="compute:nova", device_id=name)
+                binding_host_id=node, device_owner="compute:nova", device_id=name,
+                security_groups=security_groups)
     store.put(port.key, port.to_bytes())
     return port
 

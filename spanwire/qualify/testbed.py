@@ -191,7 +191,8 @@ class Testbed:
         cache = ModelCache()
         cache.load(self.store())
         want = desired.compute(cache.nodes[node], cache.nodes, cache.networks, cache.subnets,
-                               cache.ports, os.path.join(self.state.state_dir, "run", node))
+                               cache.ports, os.path.join(self.state.state_dir, "run", node),
+                               groups=cache.security_view())
         keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
         have = actual.read(self.kernel, want.node_ns, os.path.join(self.state.state_dir, "run",
                                                                     node), keys)

@@ -7,9 +7,11 @@ that runs here in order also runs on a real kernel.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from spanwire.agent.plan import ops as o
+from spanwire.agent.plan.security_groups import RulesetChange, digest_from_comment
 from spanwire.agent.state import NodeKernel, RoutingNs, Tap
 
 
@@ -43,6 +45,15 @@ def _drop_dev(rns: RoutingNs, dev: str) -> RoutingNs:
         routes=frozenset(e for e in rns.routes if e.dev != dev),
         sysctls=frozenset(kv for kv in rns.sysctls if f"/{dev}/" not in kv[0]),
     )
+
+
+def _digest(payload: str) -> str | None:
+    """The digest an applied nft batch leaves in the table (its meta rule's comment)."""
+    for cmd in json.loads(payload)["nftables"]:
+        digest = digest_from_comment(cmd.get("add", {}).get("rule", {}).get("comment"))
+        if digest:
+            return digest
+    return None
 
 
 def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
@@ -138,12 +149,17 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
                 if rns.dhcp is None or rns.dhcp.pid != pid:
                     raise SimError("stop of a dnsmasq that is not running")
                 rns = replace(rns, dhcp=None)
-            case o.ReplaceFirewall(_, fw):
-                rns = replace(rns, firewall=fw)
-            case o.DeleteFirewall(_):
-                if rns.firewall is None:
-                    raise SimError("no firewall table to delete")
-                rns = replace(rns, firewall=None)
+            case o.ApplyRuleset(_, RulesetChange.DELETE, _, table):
+                if table not in rns.nft_tables:
+                    raise SimError(f"no table {table} to delete")
+                rns = replace(rns, nft_tables=rns.nft_tables - {table},
+                              security_digest=None if table == "spanwire"
+                              else rns.security_digest)
+            case o.ApplyRuleset(_, change, payload, table):
+                if change == RulesetChange.SETS and rns.security_digest is None:
+                    raise SimError("set update on a table without digest")
+                rns = replace(rns, nft_tables=rns.nft_tables | {table},
+                              security_digest=_digest(payload))
             case _:
                 raise SimError(f"unknown op {op}")
         spaces[op.ns] = rns

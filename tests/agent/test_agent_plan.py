@@ -9,9 +9,10 @@ import kernel_sim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spanwire.agent import desired, naming
+from spanwire.agent import desired, naming, security
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan import plan
+from spanwire.agent.plan.security_groups import RulesetChange, ruleset_digest
 from spanwire.agent.state import (
     Addr,
     Dhcp,
@@ -23,7 +24,7 @@ from spanwire.agent.state import (
     Tap,
     Vxlan,
 )
-from spanwire.model import FixedIP, Network, Node, Port, Subnet
+from spanwire.model import FixedIP, Network, Node, Port, SecurityGroupRule, Subnet
 
 NODES = {
     n: Node(id=n, underlay_ip=f"10.255.0.{i}", netns=f"swtest-{n}")
@@ -41,16 +42,30 @@ def port(i: int, node: str, net: Network = NET, sub: Subnet = SUB) -> Port:
     return Port(id=f"{i:08x}-3333-4aaa-8aaa-000000000000", project_id=net.project_id,
                 network_id=net.id, mac_address=f"fa:16:3e:00:00:{i:02x}",
                 fixed_ips=[FixedIP(subnet_id=sub.id, ip_address=f"10.0.0.{10 + i}")],
-                binding_host_id=node)
+                binding_host_id=node, security_groups=[f"default-{net.project_id}"])
+
+
+def default_rules(project: str) -> list[SecurityGroupRule]:
+    group = f"default-{project}"
+    return [SecurityGroupRule(id=f"{group}-{d}", project_id=project, security_group_id=group,
+                              direction=d, remote_group_id=group if d == "ingress" else None)
+            for d in ("ingress", "egress")]
+
+
+RULES = [*default_rules("p"), *default_rules("q")]
 
 
 PORTS = [port(1, "node1"), port(2, "node1"), port(3, "node2"), port(4, "node3"),
          port(5, "node1", NET2, SUB2), port(6, "node2", NET2, SUB2)]
 
 
-def want(ports: list[Port] = PORTS) -> NodeKernel:
+def want(ports: list[Port] = PORTS, rules: list[SecurityGroupRule] = RULES) -> NodeKernel:
     return desired.compute(NODES["node1"], NODES, {NET.id: NET, NET2.id: NET2},
-                           [SUB, SUB2], ports, "/run/sw")
+                           [SUB, SUB2], ports, "/run/sw", groups=security.gather(ports, rules))
+
+
+def digest(rns: RoutingNs) -> str | None:
+    return None if rns.security is None else ruleset_digest(rns.security)
 
 
 def empty(ports: list[Port] = PORTS) -> NodeKernel:
@@ -92,7 +107,8 @@ def test_full_to_full_is_no_ops() -> None:
     assert plan(d, converge(d, empty())) == []
     # the desired state itself, read back as actual, also needs nothing
     as_actual = NodeKernel(node_ns=d.node_ns, namespaces={
-        n: replace(r, dhcp=replace(r.dhcp, pid=7) if r.dhcp else None)
+        n: replace(r, dhcp=replace(r.dhcp, pid=7) if r.dhcp else None,
+                   security_digest=digest(r), nft_tables=frozenset({"spanwire"}))
         for n, r in d.namespaces.items()})
     assert plan(d, as_actual) == []
 
@@ -212,12 +228,18 @@ def _mutations(d: NodeKernel) -> st.SearchStrategy[NodeKernel]:
         if dhcp is not None:
             dhcp = data.draw(st.sampled_from([None, replace(dhcp, pid=5),
                                               replace(dhcp, files=(), pid=6)]), "dhcp")
-        fw = rns.firewall
-        if fw is not None:
-            fw = data.draw(st.sampled_from([None, fw, replace(fw, rules=fw.rules[1:]),
-                                            replace(fw, rules=())]), "firewall")
+        # the table: right, absent, without digest, another ruleset, only other members
+        good = digest(rns)
+        assert good is not None
+        sg_digest, sg_tables = data.draw(st.sampled_from([
+            (good, {"spanwire"}), (None, set()), (None, {"spanwire"}),
+            ("0" * 32 + "-" + "1" * 32, {"spanwire"}),
+            ("0" * 32 + "-" + good.split("-")[1], {"spanwire"})]), "sg table")
+        if data.draw(st.booleans(), "stale table"):
+            sg_tables = sg_tables | {"spanwire_ps"}
         return replace(
-            rns, vxlan=vx, firewall=fw,
+            rns, vxlan=vx, security=None, security_digest=sg_digest,
+            nft_tables=frozenset(sg_tables),
             taps=frozenset(replace(t, up=data.draw(st.booleans())) for t in taps),
             routes=frozenset(r for r in routes.values() if r.dev in keep_dev),
             neighs=frozenset(n for n in neighs.values() if n.dev in keep_dev),
@@ -264,18 +286,44 @@ def test_plan_converges_from_arbitrary_actual_state(data: st.DataObject) -> None
         assert got.routes == frozenset(r for r in rns.routes
                                        if r.dev.startswith("vx") or r.dev in present)
         assert got.dhcp is not None and got.dhcp.same_config(rns.dhcp)
-        assert got.firewall == rns.firewall
+        assert got.security_digest == digest(rns) and got.nft_tables == {"spanwire"}
 
 
-def test_port_security_rules_follow_the_ports() -> None:
+def test_security_groups_follow_ports_rules_and_members() -> None:
     d = want()
     name = naming.routing_ns("swtest-node1", NET.id)
-    fw = d.namespaces[name].firewall
-    assert fw is not None and len(fw.rules) == 4  # MAC + IP rule for each of 2 local ports
-    assert any("10.0.0.11" in json.dumps(r) for r in fw.rules)
+    doc = d.namespaces[name].security
+    assert doc is not None
+    text = json.dumps(doc)
+    assert naming.tap(PORTS[0].id) in text and naming.tap(PORTS[1].id) in text
+    assert "10.0.0.14" in text  # a remote node's port is a member of the default group
+    assert naming.tap(PORTS[4].id) not in text  # another network, another namespace
+    full = converge(d, empty())
+    # a membership change elsewhere is a set update, a new rule a table swap
+    moved = [p.evolve(fixed_ips=[FixedIP(subnet_id=SUB.id, ip_address="10.0.0.99")])
+             if p.id == PORTS[3].id else p for p in PORTS]
+    ops = plan(want(moved), full)
+    assert [(op.ns, op.change) for op in ops if isinstance(op, o.ApplyRuleset)] == [
+        (name, RulesetChange.SETS)]
+    extra = SecurityGroupRule(id="r-tcp", project_id="p", security_group_id="default-p",
+                              direction="ingress", protocol="tcp", port_range_min=7007,
+                              remote_ip_prefix="0.0.0.0/0")
+    ops = plan(want(PORTS, [*RULES, extra]), full)
+    assert [(op.ns, op.change) for op in ops] == [(name, RulesetChange.REPLACE)]
+    # no port security anywhere in the namespace: the table goes
     no_sec = [p.evolve(port_security_enabled=False) if p.network_id == NET.id else p
               for p in PORTS]
-    assert want(no_sec).namespaces[name].firewall is None
-    full = converge(d, empty())
+    assert want(no_sec).namespaces[name].security is None
     ops = plan(want(no_sec), full)
-    assert o.DeleteFirewall(name) in ops
+    assert o.ApplyRuleset(name, RulesetChange.DELETE, table="spanwire") in ops
+    assert converge(want(no_sec), full).namespaces[name].nft_tables == frozenset()
+
+
+def test_table_goes_in_before_taps_and_without_group_data_is_left_alone() -> None:
+    d = want()
+    ops = plan(d, empty())
+    kinds = [type(op).__name__ for op in ops if getattr(op, "ns", None) == ops[0].ns]
+    assert kinds.index("ApplyRuleset") < kinds.index("MoveTap")
+    unmanaged = desired.compute(NODES["node1"], NODES, {NET.id: NET, NET2.id: NET2},
+                                [SUB, SUB2], PORTS, "/run/sw")
+    assert not any(isinstance(op, o.ApplyRuleset) for op in plan(unmanaged, empty()))

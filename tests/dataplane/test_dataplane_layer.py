@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import replace
 
 import pytest
 
-from spanwire.agent import firewall
+from spanwire.agent import security
+from spanwire.agent.apply import apply
+from spanwire.agent.plan import security as plan_security
+from spanwire.agent.state import RoutingNs
 from spanwire.dataplane import netns, nft, reader, sysctl
 from spanwire.dataplane.kernel import Kernel
 from spanwire.errors import InvalidInput
-from spanwire.model import AddressPair, FixedIP, Network, Port
+from spanwire.model import AddressPair, FixedIP, Network, Port, SecurityGroupRule
 
 
 def test_sysctl_refuses_keys_outside_net() -> None:
@@ -59,22 +63,42 @@ def test_sockets_and_threads_land_in_the_named_namespace(scratch_ns: str) -> Non
 
 
 @pytest.mark.root
-def test_firewall_json_round_trips_through_nft(scratch_ns: str) -> None:
+def test_security_table_replaces_stale_table_and_restart_is_a_no_op(scratch_ns: str) -> None:
+    """From an old agent's `spanwire_ps` table to the compiled one, then nothing to do."""
     net = Network(project_id="p", segmentation_id=7)
     ports = [
         Port(project_id="p", network_id=net.id, mac_address="fa:16:3e:00:00:01",
-             fixed_ips=[FixedIP(subnet_id="s", ip_address="10.0.0.5")]),
+             fixed_ips=[FixedIP(subnet_id="s", ip_address="10.0.0.5")], security_groups=["g"]),
         Port(project_id="p", network_id=net.id, mac_address="fa:16:3e:00:00:02",
              fixed_ips=[FixedIP(subnet_id="s", ip_address="10.0.0.6")],
              allowed_address_pairs=[AddressPair(ip_address="10.9.0.0/16",
                                                 mac_address="fa:16:3e:00:00:09")]),
     ]
-    fw = firewall.render(net, ports)
-    assert fw is not None
-    assert nft.list_table(scratch_ns, firewall.TABLE) is None
-    nft.apply_json(scratch_ns, firewall.to_nft_json(fw))
-    listing = nft.list_table(scratch_ns, firewall.TABLE)
-    assert listing is not None and firewall.from_nft_listing(listing) == fw
-    nft.apply_json(scratch_ns, firewall.to_nft_json(fw))  # replacing is idempotent
-    nft.delete_table(scratch_ns, firewall.TABLE)
-    assert nft.list_table(scratch_ns, firewall.TABLE) is None
+    rules = [SecurityGroupRule(project_id="p", security_group_id="g", direction="ingress",
+                               remote_group_id="g")]
+    stale = {"nftables": [{"add": {"table": {"family": "inet", "name": "spanwire_ps"}}}]}
+    nft.apply(scratch_ns, stale)
+    assert nft.list_tables(scratch_ns) == {"spanwire_ps"}
+    want = RoutingNs(name=scratch_ns,
+                     security=security.ruleset(ports, security.gather(ports, rules)))
+
+    def have() -> RoutingNs:
+        tables = nft.list_tables(scratch_ns)
+        return RoutingNs(name=scratch_ns, nft_tables=tables,
+                         security_digest=nft.read_digest(scratch_ns) if "spanwire" in tables
+                         else None)
+
+    ops = plan_security.plan(want, have())
+    assert [(op.change, op.table) for op in ops] == [("replace", "spanwire"),
+                                                     ("delete", "spanwire_ps")]
+    kernel = Kernel()
+    try:
+        apply(kernel, "/nonexistent", ops)
+        assert nft.list_tables(scratch_ns) == {"spanwire"}
+        assert plan_security.plan(want, have()) == []  # digest matches: no write
+        assert nft.list_set(scratch_ns, "sg_g") == ["10.0.0.5"]
+        ops = plan_security.plan(replace(want, security=None), have())
+        apply(kernel, "/nonexistent", ops)
+        assert nft.list_tables(scratch_ns) == frozenset()
+    finally:
+        kernel.close()

@@ -1,6 +1,6 @@
 """`plan(desired, actual) -> list[Op]`: pure, deterministic, ordered.
 
-Order: create namespaces → per namespace (sysctls, links, link sysctls,
+Order: create namespaces → per namespace (sysctls, security-group table, links, link sysctls,
 addresses, neighbours/FDB, routes, DHCP) → per namespace removals (routes,
 FDB, neighbours, addresses, then links) → delete namespaces. Creation comes
 before use and deletion after last use, and when desired equals actual the
@@ -9,16 +9,8 @@ result is empty: that is what makes an agent restart hitless.
 
 from __future__ import annotations
 
-from spanwire.agent.plan import dhcp, entries, links
-from spanwire.agent.plan.ops import (
-    CreateNetns,
-    DeleteFirewall,
-    DeleteLink,
-    DeleteNetns,
-    Op,
-    ReplaceFirewall,
-    StopDhcp,
-)
+from spanwire.agent.plan import dhcp, entries, links, security
+from spanwire.agent.plan.ops import CreateNetns, DeleteLink, DeleteNetns, Op, StopDhcp
 from spanwire.agent.state import NodeKernel, RoutingNs
 
 
@@ -33,22 +25,15 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
     global_sysctls = [op for op in ns_sysctls if op not in per_link]
     return [
         *global_sysctls,
+        # Filtering goes in before any tap is plugged: a new port is never unfiltered.
+        *security.plan(d, a),
         *early,
         *per_link,
         *writes,
-        *_firewall(d, a),
         *dhcp.plan(d, a),
         *removes,
         *late,
     ]
-
-
-def _firewall(d: RoutingNs, a: RoutingNs) -> list[Op]:
-    if d.firewall is not None and d.firewall != a.firewall:
-        return [ReplaceFirewall(d.name, d.firewall)]
-    if d.firewall is None and a.firewall is not None:
-        return [DeleteFirewall(d.name)]
-    return []
 
 
 def plan(desired: NodeKernel, actual: NodeKernel) -> list[Op]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spanwire.agent.state import Addr, Dhcp, Fdb, Firewall, Neigh, Route, Vxlan
+from spanwire.agent.plan.security_groups import ApplyRuleset
+from spanwire.agent.state import Addr, Dhcp, Fdb, Neigh, Route, Vxlan
 
 
 @dataclass(frozen=True)
@@ -126,19 +127,6 @@ class StopDhcp:
     pid: int
 
 
-@dataclass(frozen=True)
-class ReplaceFirewall:
-    """Swap the namespace's port-security table in one atomic nft transaction."""
-
-    ns: str
-    firewall: Firewall
-
-
-@dataclass(frozen=True)
-class DeleteFirewall:
-    ns: str
-
-
 Op = (
     CreateNetns
     | DeleteNetns
@@ -158,6 +146,5 @@ Op = (
     | StartDhcp
     | ReloadDhcp
     | StopDhcp
-    | ReplaceFirewall
-    | DeleteFirewall
+    | ApplyRuleset  # security groups: one atomic nft transaction (or a table deletion)
 )

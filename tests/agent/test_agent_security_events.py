@@ -1,0 +1,53 @@
+"""Which networks a security-group event must reconcile (pure: the model cache only).
+
+Getting this wrong would leave a rule or a membership change waiting for the
+periodic resync (30 s) instead of taking effect at once.
+"""
+
+from __future__ import annotations
+
+from spanwire.agent.cache import ModelCache
+from spanwire.model import FixedIP, Port, SecurityGroup, SecurityGroupRule
+from spanwire.store import Event, EventType
+
+NET_WEB, NET_DB, NET_OTHER = "net-web", "net-db", "net-other"
+
+
+def _port(i: int, net: str, groups: list[str], ip: str) -> Port:
+    return Port(id=f"port-{i}", project_id="p", network_id=net,
+                mac_address=f"fa:16:3e:00:00:{i:02x}", security_groups=groups,
+                fixed_ips=[FixedIP(subnet_id="s", ip_address=ip)])
+
+
+def _put(cache: ModelCache, obj: Port | SecurityGroup | SecurityGroupRule) -> set[str] | None:
+    return cache.apply(Event(EventType.PUT, obj.key, obj.to_bytes(), 1))
+
+
+def _cache() -> tuple[ModelCache, SecurityGroupRule]:
+    """web ports accept the db group; the db and other ports are in unrelated networks."""
+    cache = ModelCache()
+    from_db = SecurityGroupRule(id="r1", project_id="p", security_group_id="web",
+                                direction="ingress", remote_group_id="db")
+    for obj in (from_db, _port(1, NET_WEB, ["web"], "10.0.0.1"),
+                _port(2, NET_DB, ["db"], "10.1.0.1"), _port(3, NET_OTHER, ["x"], "10.2.0.1")):
+        cache.objects[obj.KIND][obj.id] = obj
+    return cache, from_db
+
+
+def test_rule_change_reaches_the_networks_of_its_groups_ports() -> None:
+    cache, from_db = _cache()
+    assert _put(cache, from_db.evolve(protocol="tcp")) == {NET_WEB}
+    assert cache.apply(Event(EventType.DELETE, from_db.key, b"", 2)) == {NET_WEB}
+    assert _put(cache, SecurityGroup(id="web", project_id="p", name="web")) == set()
+
+
+def test_membership_change_reaches_the_networks_using_the_group_as_remote() -> None:
+    cache, _ = _cache()
+    db = cache.objects[Port.KIND]["port-2"]
+    assert _put(cache, db.evolve(fixed_ips=[FixedIP(subnet_id="s", ip_address="10.1.0.9")])) \
+        == {NET_DB, NET_WEB}
+    now = cache.objects[Port.KIND]["port-2"]
+    assert _put(cache, now.evolve(name="renamed")) == {NET_DB}  # not a membership change
+    assert _put(cache, _port(4, NET_OTHER, ["db"], "10.2.0.4")) == {NET_OTHER, NET_WEB}
+    other = cache.objects[Port.KIND]["port-3"]
+    assert _put(cache, other.evolve(security_groups=["y"])) == {NET_OTHER}
