@@ -87,6 +87,19 @@ def default_group(store: Store, project: str) -> str:
     raise Unavailable(f"could not create the default security group of project {project}")
 
 
+def web_group(store: Store, project: str, port: int) -> str:
+    """A group admitting only TCP `port` from anywhere, with Neutron's default egress."""
+    group = SecurityGroup(project_id=project, name="web")
+    rules = [
+        SecurityGroupRule(project_id=project, security_group_id=group.id, direction="ingress",
+                          protocol="tcp", port_range_min=port, port_range_max=port,
+                          remote_ip_prefix="0.0.0.0/0"),
+        SecurityGroupRule(project_id=project, security_group_id=group.id, direction="egress"),
+    ]
+    store.txn([], [Put(group.key, group.to_bytes()), *(Put(r.key, r.to_bytes()) for r in rules)])
+    return group.id
+
+
 def add_port(store: Store, network: Network, node: str, name: str = "",
              ip: str | None = None, security_groups: list[str] | None = None) -> Port:
     """A port bound to `node` with the next free address of the network's first subnet.
@@ -179,7 +192,7 @@ def start_api(bed: Testbed, timeout: float = 30.0) -> None:
 
 
 def api_create_port(api_url: str, password: str, network: Network, node: str, name: str,
-                    ip: str | None = None) -> Port:
+                    ip: str | None = None, security_groups: list[str] | None = None) -> Port:
     """Create the port through the Neutron API (so its IPAM and MAC allocation apply)."""
     from spanwire.errors import SpanwireError
 
@@ -198,6 +211,8 @@ def api_create_port(api_url: str, password: str, network: Network, node: str, na
                              "project_id": network.project_id}}
             if ip is not None:
                 body["port"]["fixed_ips"] = [{"ip_address": ip}]
+            if security_groups is not None:
+                body["port"]["security_groups"] = security_groups
             reply = client.post("/v2.0/ports", json=body, headers=headers)
             reply.raise_for_status()
             data = reply.json()["port"]

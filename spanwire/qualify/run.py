@@ -26,20 +26,21 @@ from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
 from spanwire.qualify.topology import (
     SUITES,
+    TCP_PORT,
     UNDERLAY,
+    WEB_GROUP,
     Topology,
     bandwidth_pairs,
     connectivity_matrix,
     default_topology,
 )
 
-# Path classes of DESIGN.md that need distributed routers, NAT and security
-# groups (issue 5); reported as "not run" until the data plane has them.
+# Path classes of DESIGN.md that need distributed routers and NAT
+# (issue 5); reported as "not run" until the data plane has them.
 PENDING_CLASSES = {
     "cross-subnet": "needs distributed routers (not yet in the data plane)",
     "floating-ip": "needs per-node floating IP NAT (not yet in the data plane)",
     "snat": "needs per-node SNAT (not yet in the data plane)",
-    "security-group": "needs nftables security groups (not yet in the data plane)",
 }
 
 
@@ -57,21 +58,27 @@ class QualifyOptions:
 
 
 def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> dict[str, str]:
-    """Networks and VMs of the topology; returns {vm name: its namespace}."""
+    """Networks, groups and VMs of the topology; returns {vm name: its namespace}."""
+    groups: dict[tuple[str, str], list[str] | None] = {}
     if bed.state.api_url:
         api = TenantAPI(bed.state.api_url, bed.state.state_dir)
         try:
             for spec in topo.networks:
                 api.network(spec.name, spec.project, spec.cidr)
+            for project in {v.project for v in topo.vms if v.group == WEB_GROUP}:
+                groups[(project, WEB_GROUP)] = [api.web_group(project, TCP_PORT)]
         finally:
             api.close()
     else:
         for i, spec in enumerate(topo.networks):
             cloud.add_network(bed.store(), spec.name, 1001 + i, spec.cidr, project=spec.project)
+        for project in {v.project for v in topo.vms if v.group == WEB_GROUP}:
+            groups[(project, WEB_GROUP)] = [cloud.web_group(bed.store(), project, TCP_PORT)]
     task = progress.add_task("booting VMs (DHCP)", total=len(topo.vms))
     namespaces = {}
     for spec in topo.vms:
-        bed.vm_create(spec.network, spec.name, node=spec.node, ip=spec.ip)
+        bed.vm_create(spec.network, spec.name, node=spec.node, ip=spec.ip,
+                      security_groups=groups.get((spec.project, spec.group)))
         namespaces[spec.name] = vm.vm_ns(bed.state.prefix, spec.name)
         start_whoami(namespaces[spec.name], spec.name)
         progress.advance(task)

@@ -39,8 +39,8 @@ class TenantAPI:
         return reply
 
     def create(self, kind: str, **attrs: Any) -> dict[str, Any]:
-        """POST /v2.0/<kind>s and return the created object."""
-        reply = self._call("POST", f"/v2.0/{kind}s", {kind: attrs})
+        """POST /v2.0/<kind>s (Neutron spells multi-word kinds with hyphens in URLs)."""
+        reply = self._call("POST", f"/v2.0/{kind.replace('_', '-')}s", {kind: attrs})
         return dict(reply.json()[kind])
 
     def network(self, name: str, project_id: str, cidr: str) -> str:
@@ -48,6 +48,14 @@ class TenantAPI:
         self.create("subnet", name=f"{name}-v4", network_id=net["id"], project_id=project_id,
                     cidr=cidr, ip_version=4)
         return str(net["id"])
+
+    def web_group(self, project_id: str, port: int) -> str:
+        """A group admitting only TCP `port` from anywhere (egress: Neutron's defaults)."""
+        group = self.create("security_group", name="web", project_id=project_id)
+        self.create("security_group_rule", security_group_id=group["id"], direction="ingress",
+                    ethertype="IPv4", protocol="tcp", port_range_min=port,
+                    port_range_max=port, remote_ip_prefix="0.0.0.0/0", project_id=project_id)
+        return str(group["id"])
 
     def close(self) -> None:
         self.client.close()

@@ -226,7 +226,8 @@ class Testbed:
             raise Unavailable(f"ports not ACTIVE after {timeout} s: {sorted(pending)}")
 
     def vm_create(self, network: str, name: str, node: str | None = None,
-                  dhcp: bool = True, ip: str | None = None) -> tuple[Port, vm.Lease | None]:
+                  dhcp: bool = True, ip: str | None = None,
+                  security_groups: list[str] | None = None) -> tuple[Port, vm.Lease | None]:
         """Create a port (api or store), the VM namespace, and run its DHCP client."""
         from spanwire.qualify import cloud
 
@@ -241,9 +242,11 @@ class Testbed:
         if self.state.api_url:
             with open(os.path.join(self.state.state_dir, "admin-password")) as handle:
                 password = handle.read().strip()
-            port = cloud.api_create_port(self.state.api_url, password, net, node, name, ip)
+            port = cloud.api_create_port(self.state.api_url, password, net, node, name, ip,
+                                          security_groups)
         else:
-            port = cloud.add_port(store, net, node, name=name, ip=ip)
+            port = cloud.add_port(store, net, node, name=name, ip=ip,
+                                  security_groups=security_groups)
         self.state.vms[name] = {"node": node, "port": port.id, "network": net.id}
         self.state.save()
         vm.create(self.kernel, self.state.prefix, name, underlay.node_ns(self.state.prefix, node),

@@ -15,9 +15,13 @@ from itertools import permutations
 SAME_NODE = "same-node"
 CROSS_NODE = "cross-node"
 CROSS_PROJECT = "cross-project"
+SG_ALLOWED = "sg-allowed"
+SG_DENIED = "sg-denied"
 UNDERLAY = "underlay"
 
-PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_PROJECT)
+PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_PROJECT, SG_ALLOWED, SG_DENIED)
+DEFAULT_GROUP = "default"
+WEB_GROUP = "web"  # ingress tcp TCP_PORT from anywhere, nothing else
 SUITES = ("connectivity", "bandwidth", "failover")
 TCP_PORT = 7007  # the VMs' whoami service
 
@@ -36,6 +40,13 @@ class VMSpec:
     network: str
     node: str
     ip: str
+    group: str = DEFAULT_GROUP
+
+    def admits(self, src: VMSpec, proto: str) -> bool:
+        """Neutron semantics of this VM's one security group for ingress from `src`."""
+        if self.group == WEB_GROUP:
+            return proto == "tcp"
+        return src.group == DEFAULT_GROUP and src.project == self.project
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
 
     beta's first VM deliberately holds the same address as alpha's first, so a
     leak between projects would be visible as a reply from the wrong VM.
+    alpha's last VM ("w1") is alone in the "web" group, which admits only TCP
+    on the whoami port: the security-group classes probe it both ways.
     """
     if len(nodes) < 2:
         raise ValueError("qualification needs at least 2 nodes")
@@ -84,6 +97,7 @@ def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
             vms.append(VMSpec(f"a{n + 1}", "alpha", "alpha-net", node, str(hosts[10 + n])))
         ip = hosts[10] if i == 0 else hosts[100 + i]
         vms.append(VMSpec(f"b{i + 1}", "beta", "beta-net", node, str(ip)))
+    vms.append(VMSpec("w1", "alpha", "alpha-net", nodes[-1], str(hosts[60]), WEB_GROUP))
     return Topology(("alpha", "beta"), nets, tuple(vms))
 
 
@@ -93,14 +107,20 @@ def connectivity_matrix(topo: Topology) -> list[Probe]:
     by_ip: dict[tuple[str, str], str] = {(v.network, v.ip): v.name for v in topo.vms}
     for src, dst in permutations(topo.vms, 2):
         if src.network == dst.network:
-            cls = SAME_NODE if src.node == dst.node else CROSS_NODE
+            plain = src.group == dst.group == DEFAULT_GROUP
             for proto in ("icmp", "tcp"):
-                probes.append(Probe(cls, src.name, dst.ip, proto, True, dst.name))
+                expect = dst.admits(src, proto)
+                if plain:
+                    cls = SAME_NODE if src.node == dst.node else CROSS_NODE
+                else:
+                    cls = SG_ALLOWED if expect else SG_DENIED
+                probes.append(Probe(cls, src.name, dst.ip, proto, expect,
+                                    dst.name if expect else None))
         elif src.project != dst.project:
             owner = by_ip.get((src.network, dst.ip))
             if owner is not None:
                 # Same address exists in src's own network: it must answer, not dst.
-                if owner != src.name:
+                if owner != src.name and topo.vm(owner).admits(src, "tcp"):
                     probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "tcp", True, owner))
                 continue
             probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "icmp", False))
@@ -111,7 +131,7 @@ def connectivity_matrix(topo: Topology) -> list[Probe]:
 def bandwidth_pairs(topo: Topology) -> dict[str, tuple[str, str]]:
     """One (client VM, server VM) pair per path class that carries tenant traffic."""
     pairs: dict[str, tuple[str, str]] = {}
-    alpha = [v for v in topo.vms if v.project == "alpha"]
+    alpha = [v for v in topo.vms if v.project == "alpha" and v.group == DEFAULT_GROUP]
     for a, b in permutations(alpha, 2):
         cls = SAME_NODE if a.node == b.node else CROSS_NODE
         pairs.setdefault(cls, (a.name, b.name))

@@ -8,6 +8,8 @@ from spanwire.qualify.topology import (
     CROSS_NODE,
     CROSS_PROJECT,
     SAME_NODE,
+    SG_ALLOWED,
+    SG_DENIED,
     bandwidth_pairs,
     connectivity_matrix,
     default_topology,
@@ -27,7 +29,8 @@ def test_overlapping_projects_on_every_node() -> None:
 def test_matrix_covers_every_class_and_expects_isolation() -> None:
     topo = default_topology(["n1", "n2"])
     probes = connectivity_matrix(topo)
-    assert {p.path_class for p in probes} == {SAME_NODE, CROSS_NODE, CROSS_PROJECT}
+    assert {p.path_class for p in probes} == {
+        SAME_NODE, CROSS_NODE, CROSS_PROJECT, SG_ALLOWED, SG_DENIED}
     for p in probes:
         src, = (v for v in topo.vms if v.name == p.src)
         if p.path_class == CROSS_PROJECT and not p.expect:
@@ -44,3 +47,11 @@ def test_bandwidth_pairs_and_bad_input() -> None:
     assert set(pairs) == {SAME_NODE, CROSS_NODE}
     with pytest.raises(ValueError, match="at least 2 nodes"):
         default_topology(["n1"])
+
+
+def test_security_group_probes_follow_neutron_semantics() -> None:
+    probes = connectivity_matrix(default_topology(["n1", "n2"]))
+    into_web = [p for p in probes if p.dst_ip == "10.10.0.61" and p.src.startswith("a")]
+    assert {(p.proto, p.expect) for p in into_web} == {("tcp", True), ("icmp", False)}
+    out_of_web = [p for p in probes if p.src == "w1" and p.path_class != CROSS_PROJECT]
+    assert out_of_web and not any(p.expect for p in out_of_web)  # default group admits members
