@@ -65,7 +65,7 @@ def qualify_cmd(
     state_dir: Annotated[str, typer.Option(help="Scratch dir of the testbed.")] = os.path.join(
         DEFAULT_STATE_DIR, "qualify"),
     rounds: Annotated[int, typer.Option(min=3, help="Bandwidth samples per path class.")] = 5,
-    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per iperf3 sample.")] = 2.0,
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds per iperf3 sample.")] = 2,
     soak_days: Annotated[float, typer.Option(help="Soak window before known-good.")] = 7.0,
     min_runs: Annotated[int, typer.Option(help="Passing runs needed for known-good.")] = 3,
     periodic: Annotated[

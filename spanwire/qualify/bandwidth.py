@@ -48,7 +48,12 @@ class ClassResult:
 
 
 def iperf_once(ep: Endpoint, seconds: float) -> float:
-    """One TCP sample in Gbit/s (receiver side)."""
+    """One TCP sample in Gbit/s (receiver side).
+
+    iperf3 reads -t as a whole number and treats 0 as "run forever", so the
+    duration is rounded and never below one second.
+    """
+    seconds = max(1, round(seconds))
     proc = process.run(
         ep.client_ns,
         ["iperf3", "-c", ep.server_ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",

@@ -51,7 +51,7 @@ class QualifyOptions:
     suites: tuple[str, ...] = SUITES
     state_dir: str = "/var/lib/spanwire/qualify"
     rounds: int = 5
-    seconds: float = 2.0
+    seconds: int = 2
     # A hook that breaks the data plane after the topology is built (tests only).
     sabotage: Callable[[Testbed, Topology], None] | None = None
     extra_config: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +158,7 @@ def qualify(opts: QualifyOptions, ledger: Ledger, console: Console | None = None
         try:
             task = progress.add_task(f"building a {opts.nodes}-node cloud", total=1)
             bed = Testbed.up(opts.state_dir, nodes=opts.nodes, store_url=opts.store_url)
+            doc["testbed_prefix"] = bed.state.prefix
             progress.advance(task)
             ns = _build_topology(bed, topo, progress)
             if opts.sabotage is not None:

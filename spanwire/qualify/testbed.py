@@ -207,7 +207,13 @@ class Testbed:
             if all(NodeLiveness.key_of(n) in alive for n in self.state.nodes):
                 return
             time.sleep(0.1)
-        raise Unavailable(f"agents not live after {timeout} s; see {self.state.state_dir}/logs")
+        dead = sorted(n for n in self.state.nodes if NodeLiveness.key_of(n) not in alive)
+        tails = []
+        for node in dead:  # the logs go with `down`, so say what they said now
+            with contextlib.suppress(OSError), open(self.agent_log(node)) as handle:
+                tails.append(f"agent-{node}: " + " | ".join(handle.read().splitlines()[-4:]))
+        raise Unavailable(f"agents of {', '.join(dead)} not live after {timeout} s; "
+                          + "; ".join(tails))
 
     # -- VMs ----------------------------------------------------------------
 

@@ -4,6 +4,9 @@ and the report names the broken path class."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,17 @@ pytestmark = [
 
 
 @pytest.fixture
+def bed_dir() -> Iterator[str]:
+    """World-traversable, because dnsmasq (user nobody) reads its lease files from it."""
+    base = tempfile.mkdtemp(prefix="spanwire-qualify-")
+    os.chmod(base, 0o755)
+    try:
+        yield os.path.join(base, "bed")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def ledger(tmp_path: Path):
     store = connect(f"sqlite:///{tmp_path}/ledger.db")
     try:
@@ -33,17 +47,16 @@ def ledger(tmp_path: Path):
         store.close()
 
 
-def test_short_qualification_passes_and_records_the_snapshot(tmp_path: Path, ledger: Ledger):
-    before = set(netns.list_names("sw"))
-    opts = QualifyOptions(nodes=2, state_dir=str(tmp_path / "bed"), rounds=3, seconds=0.5)
+def test_short_qualification_passes_and_records_the_snapshot(bed_dir: str, ledger: Ledger):
+    opts = QualifyOptions(nodes=2, state_dir=bed_dir, rounds=3, seconds=1)
     doc = qualify(opts, ledger)
     assert doc["passed"], doc["failures"]
     classes = {p["path_class"] for p in doc["connectivity"]["probes"]}
-    assert classes == {"same-node", "cross-node", "cross-project"}
+    assert classes == {"same-node", "cross-node", "cross-project", "sg-allowed", "sg-denied"}
     assert set(doc["bandwidth"]["classes"]) == {"same-node", "cross-node"}
     assert all(r["ok"] for r in doc["failover"])
     assert doc["snapshot"]["state"] == State.EXPERIMENTAL.value
-    assert set(netns.list_names("sw")) == before  # torn down
+    assert netns.list_names(doc["testbed_prefix"] + "-") == []  # torn down
 
 
 def break_cross_node(bed: Testbed, topo: Topology) -> None:
@@ -55,8 +68,8 @@ def break_cross_node(bed: Testbed, topo: Topology) -> None:
                 check=False)
 
 
-def test_broken_data_plane_fails_and_names_the_path_class(tmp_path: Path, ledger: Ledger):
-    opts = QualifyOptions(nodes=2, state_dir=str(tmp_path / "bed"), suites=("connectivity",),
+def test_broken_data_plane_fails_and_names_the_path_class(bed_dir: str, ledger: Ledger):
+    opts = QualifyOptions(nodes=2, state_dir=bed_dir, suites=("connectivity",),
                           sabotage=break_cross_node)
     doc = qualify(opts, ledger)
     assert not doc["passed"]
