@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import tempfile
 import time
 from typing import Any
 
+import machine  # bench/machine.py, next to this script
 from rich.console import Console
 from rich.table import Table
 
@@ -191,25 +191,6 @@ def warm_restart(bed: Testbed, node: str, runs: int = 3) -> dict[str, Any]:
             "kernel_writes": writes, "target_s": 1.0}
 
 
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as handle:
-        mem_kb = int(handle.readline().split()[1])
-    import pyroute2
-
-    return {"kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
-            "mem_gb": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "pyroute2": getattr(pyroute2, "__version__", "?"),
-            "iperf3": subprocess.run(["iperf3", "--version"], capture_output=True,
-                                     text=True).stdout.split("\n")[0],
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=5, help="iperf3 samples per path")
@@ -224,7 +205,7 @@ def main() -> int:
         return 2
     state_dir = tempfile.mkdtemp(prefix="spanwire-bench-")
     os.chmod(state_dir, 0o755)
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine.facts(os.getloadavg()[0])}
     bed = Testbed.up(os.path.join(state_dir, "bed"), nodes=2, api=False)
     try:
         with console.status("throughput ..."):
@@ -243,9 +224,7 @@ def main() -> int:
                             dirs_exist_ok=True)
         bed.down()
         shutil.rmtree(state_dir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(results, handle, indent=2)
+    machine.write(args.output, results)
     show(results)
     console.print(f"wrote {args.output}")
     return 0

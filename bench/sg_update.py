@@ -24,9 +24,7 @@ Writes bench/results/sg_update.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -36,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import machine  # bench/machine.py, next to this script
 from rich.console import Console
 from rich.table import Table
 
@@ -288,14 +287,9 @@ def main() -> int:
         process.kill_all_in(names)
         for name in names:
             netns.remove(name)
-    results["env"] = {"kernel": platform.release(), "python": platform.python_version(),
-                      "nft": subprocess.run(["nft", "--version"], capture_output=True,
-                                            text=True).stdout.strip(),
-                      "prober_resolution_ms": 3, "cpus": os.cpu_count(),
-                      "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(results, handle, indent=2)
+    results["prober_resolution_ms"] = 3
+    results["machine"] = machine.facts()
+    machine.write(args.output, results)
     show(results)
     console.print(f"wrote {args.output}")
     return 0

@@ -12,19 +12,17 @@ markdown copy next to it. The etcd member is started and stopped here, by PID.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import machine  # bench/machine.py, next to this script
 from rich.console import Console
 from rich.table import Table
 
@@ -92,36 +90,11 @@ def bench_backend(store: Store, scale: float) -> dict[str, float]:
 
 
 def machine_facts(load_at_start: float) -> dict[str, object]:
-    try:
-        out = subprocess.run(
-            [ETCD_BINARY, "--version"], capture_output=True, text=True, timeout=10
-        ).stdout
-        etcd_version = out.splitlines()[0].split(":", 1)[1].strip()
-    except (OSError, IndexError, subprocess.SubprocessError):
-        etcd_version = "not installed"
     return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine.facts(load_at_start),
         "sqlite": sqlite3.sqlite_version,
-        "etcd": etcd_version,
         "storage": "temp dir on the root disk (fsync on every commit, both backends)",
-        # Other work on the machine skews every number; record how busy it was.
-        "load_avg_1m_at_start": load_at_start,
-        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 METRICS = [
