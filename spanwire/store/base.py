@@ -13,6 +13,7 @@ exactly once, in order; leases expire and delete their keys.
 
 from __future__ import annotations
 
+import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -123,6 +124,33 @@ class Watch(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class QueuedWatch(Watch):
+    """A watch fed by a background thread through a queue (both backends work so).
+
+    The feeder puts events in order, or one exception (such as Compacted);
+    once an exception is delivered, every later `get` raises it again, because
+    a watch with a hole in its history must not quietly continue.
+    """
+
+    def __init__(self, prefix: str, start_revision: int) -> None:
+        super().__init__(prefix, start_revision)
+        self._queue: queue.Queue[Event | BaseException] = queue.Queue()
+        self._error: BaseException | None = None
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        if self._error is not None:
+            raise self._error
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        self.last_revision = item.revision
+        return item
 
 
 class Lease(ABC):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import socket
 import threading
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import requests
 
 from spanwire.errors import Compacted
-from spanwire.store.base import Event, EventType, Watch
+from spanwire.store.base import Event, EventType, QueuedWatch
 from spanwire.store.common import prefix_range
 from spanwire.store.etcd_client import CONNECT_TIMEOUT, Endpoints, b64, unb64
 
@@ -33,34 +32,19 @@ class _Broken(Exception):
     """The stream ended or errored; reconnect from the resume point."""
 
 
-class EtcdWatch(Watch):
+class EtcdWatch(QueuedWatch):
     def __init__(self, endpoints: Endpoints, prefix: str, start_revision: int) -> None:
         super().__init__(prefix, start_revision)
         start, end = prefix_range(prefix)
         self._key, self._end = b64(start or b"\0"), b64(end or b"\0")
         self._endpoints = endpoints
         self._session = Endpoints._session()
-        self._queue: queue.Queue[Event | BaseException] = queue.Queue()
-        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._resume = start_revision  # next revision to ask for on (re)connect
         self._response: requests.Response | None = None
         self.reconnects = 0
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch-{prefix}", daemon=True)
         self._thread.start()
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        if self._error is not None:
-            raise self._error
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, BaseException):
-            self._error = item
-            raise item
-        self.last_revision = item.revision
-        return item
 
     def close(self) -> None:
         self._stop.set()

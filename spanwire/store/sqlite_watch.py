@@ -9,13 +9,12 @@ when something happened.
 from __future__ import annotations
 
 import contextlib
-import queue
 import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
 from spanwire.errors import Compacted, Unavailable
-from spanwire.store.base import Event, EventType, Lease, Watch
+from spanwire.store.base import Event, EventType, Lease, QueuedWatch
 from spanwire.store.common import prefix_range
 from spanwire.store.sqlite_db import open_connection
 
@@ -27,7 +26,7 @@ BATCH = 1000
 FORCE_READ_EVERY = 1.0
 
 
-class SqliteWatch(Watch):
+class SqliteWatch(QueuedWatch):
     """Events under `prefix` from `start_revision` on, read from the `log` table."""
 
     def __init__(
@@ -35,8 +34,6 @@ class SqliteWatch(Watch):
     ) -> None:
         super().__init__(prefix, start_revision)
         self._start, self._end = prefix_range(prefix)
-        self._queue: queue.Queue[Event | BaseException] = queue.Queue()
-        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._poll = poll_interval
         # Cursor: next (revision, sub-index) to read.
@@ -47,19 +44,6 @@ class SqliteWatch(Watch):
             target=self._run, name=f"sqlite-watch-{prefix}", daemon=True
         )
         self._thread.start()
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        if self._error is not None:
-            raise self._error
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, BaseException):
-            self._error = item
-            raise item
-        self.last_revision = item.revision
-        return item
 
     def close(self) -> None:
         self._stop.set()
