@@ -62,6 +62,9 @@ def qualify_cmd(
     ledger_store: Annotated[str | None, typer.Option(help="Where the snapshot ledger lives "
                                                      "(default: $SPANWIRE_STORE or "
                                                      f"{DEFAULT_STATE_DIR}/ledger.db).")] = None,
+    etcd: Annotated[int, typer.Option(min=0, max=5, help="Run the store on an etcd cluster of "
+                                      "this many members, started by qualify (3 adds the "
+                                      "etcd-member failover).")] = 0,
     state_dir: Annotated[str, typer.Option(help="Scratch dir of the testbed.")] = os.path.join(
         DEFAULT_STATE_DIR, "qualify"),
     rounds: Annotated[int, typer.Option(min=3, help="Bandwidth samples per path class.")] = 5,
@@ -77,8 +80,12 @@ def qualify_cmd(
 
     from spanwire.qualify.run import QualifyOptions
 
+    if store and etcd:
+        raise InvalidInput("give either --store (a store you run) or --etcd N (qualify starts "
+                           "one), not both")
     opts = QualifyOptions(nodes=nodes, store_url=store, suites=_suites(suite),
-                          state_dir=state_dir, rounds=rounds, seconds=seconds)
+                          state_dir=state_dir, rounds=rounds, seconds=seconds,
+                          etcd_members=etcd)
     ledger = Ledger(connect(ledger_store_url(ledger_store)),
                     SoakPolicy(window=timedelta(days=soak_days), min_runs=min_runs))
     while True:

@@ -34,6 +34,7 @@ from spanwire.qualify.topology import (
     connectivity_matrix,
     default_topology,
 )
+from spanwire.store.etcd_server import EtcdCluster
 
 # Path classes of DESIGN.md that need distributed routers and NAT
 # (issue 5); reported as "not run" until the data plane has them.
@@ -50,6 +51,9 @@ class QualifyOptions:
     store_url: str | None = None
     suites: tuple[str, ...] = SUITES
     state_dir: str = "/var/lib/spanwire/qualify"
+    # >0: run the testbed's store on an etcd cluster of this size that qualify
+    # starts and stops itself, so the failover suite can kill a member.
+    etcd_members: int = 0
     rounds: int = 5
     seconds: int = 2
     # A hook that breaks the data plane after the topology is built (tests only).
@@ -116,8 +120,8 @@ def _bandwidth(bed: Testbed, topo: Topology, ns: dict[str, str], opts: QualifyOp
     return {"underlay_gbps": underlay_samples, "classes": classes, "normalised": normalised}
 
 
-def _failover(bed: Testbed, topo: Topology, ns: dict[str, str], progress: Progress
-              ) -> list[failover.FailoverResult]:
+def _failover(bed: Testbed, topo: Topology, ns: dict[str, str], progress: Progress,
+              etcd: EtcdCluster | None) -> list[failover.FailoverResult]:
     nodes = sorted(bed.state.nodes)
     alpha = [v for v in topo.vms if v.project == "alpha"]
     src = alpha[0]
@@ -125,6 +129,8 @@ def _failover(bed: Testbed, topo: Topology, ns: dict[str, str], progress: Progre
     faults: list[tuple[str, Callable[[], None]]] = [
         (f"agent restart on {src.node}", lambda: bed.restart_agent(src.node)),
     ]
+    if etcd is not None and len(etcd.members) >= 3:
+        faults.append(("etcd member killed (SIGKILL)", lambda: etcd.kill(len(etcd.members) - 1)))
     if "api" in bed.state.pids:
         faults.append(("api replica killed", lambda: bed.kill_api()))
     if len(nodes) >= 3:
@@ -152,12 +158,18 @@ def qualify(opts: QualifyOptions, ledger: Ledger, console: Console | None = None
                            "suites": list(opts.suites), "started_at": started.isoformat()}
     failures: list[str] = []
     bed: Testbed | None = None
+    etcd: EtcdCluster | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         try:
             task = progress.add_task(f"building a {opts.nodes}-node cloud", total=1)
-            bed = Testbed.up(opts.state_dir, nodes=opts.nodes, store_url=opts.store_url)
+            store_url = opts.store_url
+            if opts.etcd_members:
+                etcd = EtcdCluster(size=opts.etcd_members).start()
+                store_url = etcd.url
+                doc["store"] = f"etcd, {opts.etcd_members} members started by qualify"
+            bed = Testbed.up(opts.state_dir, nodes=opts.nodes, store_url=store_url)
             doc["testbed_prefix"] = bed.state.prefix
             progress.advance(task)
             ns = _build_topology(bed, topo, progress)
@@ -176,7 +188,7 @@ def qualify(opts: QualifyOptions, ledger: Ledger, console: Console | None = None
                         failures.append(f"bandwidth: {cls} regressed against known-good "
                                         f"({r['verdict']['reason']})")
             if "failover" in opts.suites:
-                fo = _failover(bed, topo, ns, progress)
+                fo = _failover(bed, topo, ns, progress, etcd)
                 doc["failover"] = [r.to_json() for r in fo]
                 failures += [f"failover: {r.fault} lost {r.lost} packets {r.detail}".strip()
                              for r in fo if not r.ok]
@@ -188,6 +200,8 @@ def qualify(opts: QualifyOptions, ledger: Ledger, console: Console | None = None
                 with contextlib.suppress(Exception):
                     bed.down()
                 progress.advance(task)
+            if etcd is not None:
+                etcd.stop()
     passed = not failures
     doc["passed"] = passed
     doc["failures"] = failures

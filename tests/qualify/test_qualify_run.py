@@ -76,3 +76,15 @@ def test_broken_data_plane_fails_and_names_the_path_class(bed_dir: str, ledger: 
     assert any("cross-node" in f for f in doc["failures"]), doc["failures"]
     assert not any("same-node" in f for f in doc["failures"]), doc["failures"]
     assert doc["snapshot"]["state"] == State.REJECTED.value
+
+
+@pytest.mark.etcd
+@pytest.mark.skipif(not os.path.exists("/usr/bin/etcd"), reason="needs Debian's etcd-server")
+def test_failover_on_a_three_member_etcd(bed_dir: str, ledger: Ledger):
+    """Killing an etcd member, an agent or the api costs the data plane nothing."""
+    opts = QualifyOptions(nodes=2, state_dir=bed_dir, suites=("failover",), etcd_members=3)
+    doc = qualify(opts, ledger)
+    faults = {r["fault"]: r for r in doc["failover"]}
+    assert "etcd member killed (SIGKILL)" in faults, doc["failures"]
+    assert doc["passed"], doc["failures"]
+    assert all(r["lost"] == 0 for r in faults.values())
