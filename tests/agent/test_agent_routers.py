@@ -10,6 +10,7 @@ from test_agent_connectivity import ping, tcp_ok
 
 from spanwire.agent import naming
 from spanwire.dataplane import netns
+from spanwire.errors import SpanwireError
 from spanwire.model import FixedIP, Port, Router, Subnet
 from spanwire.model.router import DEVICE_OWNER_INTERFACE
 from spanwire.qualify import cloud, underlay
@@ -33,7 +34,10 @@ def settle(bed: Testbed, timeout: float = 20.0) -> None:
     """Wait until every agent has applied everything (its planner has nothing left)."""
     deadline = time.monotonic() + timeout
     while True:
-        pending = {n: bed.pending_ops(n) for n in sorted(bed.state.nodes)}
+        try:
+            pending = {n: bed.pending_ops(n) for n in sorted(bed.state.nodes)}
+        except SpanwireError as exc:  # a namespace went while we read it: agents still busy
+            pending = {"read": [exc]}
         if not any(pending.values()):
             return
         if time.monotonic() > deadline:
