@@ -56,7 +56,10 @@ def test_router_routes_east_west_on_the_source_node_and_goes_with_its_interfaces
     if_green = add_interface(bed, router, green_sub)
     _, l1 = bed.vm_create("red", "ra", node="node1")
     _, l2 = bed.vm_create("green", "gb", node="node2")
-    assert l1 is not None and l2 is not None and l1.router == "10.20.0.1"
+    # red also has a port on node2, so red's namespace there has a security-group
+    # table and sees only the replies of ra→gb connections (routed on node2)
+    _, l3 = bed.vm_create("red", "rc", node="node2")
+    assert l1 is not None and l2 is not None and l3 is not None and l1.router == "10.20.0.1"
     settle(bed)
 
     node_ns = {n: underlay.node_ns(bed.state.prefix, n) for n in ("node1", "node2", "node3")}
@@ -70,16 +73,25 @@ def test_router_routes_east_west_on_the_source_node_and_goes_with_its_interfaces
     try:
         assert ping(bed, "ra", l2.ip)
         assert ping(bed, "gb", l1.ip)
+        assert ping(bed, "rc", l2.ip)  # routed on node2, never leaves it
         assert tcp_ok(bed, "gb", l2.ip, "ra")
+        # a restarted agent finds its router, legs and foreign namespace right
+        before = len(bed.reconciles("node1"))
+        bed.restart_agent("node1")
+        assert bed.wait_reconciles("node1", before + 1)[before] == 0
+        assert ping(bed, "ra", l2.ip, count=1)
 
         # the green interface goes: the path is cut, green's router legs and the
         # namespaces realized only for the router are removed
         store.delete(if_green.key)
         settle(bed)
         assert not ping(bed, "ra", l2.ip, count=1)
-        assert not netns.exists(green_on_1) and not netns.exists(red_on_2)
-        assert not netns.exists(rtr["node2"])  # node2 has no port in red
-        assert netns.exists(rtr["node1"])  # still attached to red, which has a port here
+        assert not netns.exists(green_on_1)
+        assert netns.exists(rtr["node1"]) and netns.exists(rtr["node2"])  # red ports there
+        assert not bed.vm_exec("rc", ["ping", "-c", "1", "-W", "1", l2.ip]).returncode == 0
+        bed.vm_delete("rc")  # node2 now has no port in red: no router, no red there
+        settle(bed)
+        assert not netns.exists(rtr["node2"]) and not netns.exists(red_on_2)
 
         store.delete(if_red.key)
         store.delete(router.key)
@@ -88,5 +100,5 @@ def test_router_routes_east_west_on_the_source_node_and_goes_with_its_interfaces
         assert not [n for n in netns.list_names(bed.state.prefix)
                     if any(naming.is_router_ns(ns, n) for ns in node_ns.values())]
     finally:
-        for name in ("ra", "gb"):
+        for name in [n for n in ("ra", "gb", "rc") if n in bed.state.vms]:
             bed.vm_delete(name)
