@@ -92,13 +92,14 @@ def compute(
         network = networks[net_id]
         net_ports = ports_by_net.get(net_id, [])
         mtus[net_id] = tenant_mtu(node, network)
+        if only_networks is not None and net_id not in only_networks:
+            continue
         rns = _routing_ns(node, nodes, network, subnets_by_net.get(net_id, []),
                           [p for p in net_ports if p.binding_host_id == node.id],
                           [p for p in net_ports if p.binding_host_id != node.id], run_dir,
                           groups)
         rns = routers.attach(rns, net_id, mine, attached, mtus[net_id])
-        if only_networks is None or net_id in only_networks:
-            namespaces[rns.name] = rns
+        namespaces[rns.name] = rns
     if only_networks is None:
         for router_id in mine:
             rns = routers.router_namespace(node.netns, router_id, attached[router_id], mtus,
