@@ -1,6 +1,7 @@
 """Read the node's actual kernel state (what the agent owns) into `NodeKernel`.
 
-Only routing namespaces named "<node_ns>-<8 hex>" are ours; in each we read
+Only routing namespaces named "<node_ns>-<12 hex>" and router namespaces
+"<node_ns>-r<12 hex>" are ours; in each we read
 links, addresses, permanent neighbours, FDB entries, non-kernel routes of the
 main table, the sysctls the desired state cares about, the dnsmasq, the
 `inet` tables present and the security-group table's digest (not its rules:
@@ -14,7 +15,18 @@ from collections.abc import Mapping
 
 from spanwire.agent import naming
 from spanwire.agent.plan.security import TABLE
-from spanwire.agent.state import Addr, Dhcp, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
+from spanwire.agent.state import (
+    Addr,
+    Dhcp,
+    Fdb,
+    Leg,
+    Neigh,
+    NodeKernel,
+    Route,
+    RoutingNs,
+    Tap,
+    Vxlan,
+)
 from spanwire.dataplane import dnsmasq, netns, nft, reader, sysctl
 from spanwire.dataplane.kernel import Kernel, Link
 
@@ -37,6 +49,7 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
     snap = reader.snapshot(ns)
     vx: Vxlan | None = None
     taps: set[Tap] = set()
+    legs: set[Leg] = set()
     others: set[str] = set()
     lo_up = False
     for link in snap.links:
@@ -46,6 +59,9 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
             vx = _vxlan(link)
         elif link.kind == "veth" and link.name.startswith("tap"):
             taps.add(Tap(name=link.name, mtu=link.mtu, up=link.up))
+        elif link.kind == "veth" and link.name.startswith((naming.ROUTER_END,
+                                                           naming.NETWORK_END)):
+            legs.add(Leg(name=link.name, mtu=link.mtu, up=link.up))
         else:
             others.add(link.name)
     values = sysctl.read(ns, sorted(sysctl_keys)) if sysctl_keys else {}
@@ -66,6 +82,7 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
         sysctls=frozenset((k, v) for k, v in values.items() if v is not None),
         vxlan=vx,
         taps=frozenset(taps),
+        legs=frozenset(legs),
         addrs=frozenset(Addr(dev, cidr) for dev, cidr in snap.addrs if dev != "lo"),
         neighs=frozenset(Neigh(dev, ip, mac) for dev, ip, mac in snap.neighs),
         fdbs=frozenset(Fdb(dev, mac, dst) for dev, mac, dst in snap.fdbs),
@@ -85,7 +102,8 @@ def read(
     """Actual state of every routing namespace of `node_ns` (or just those in `only`)."""
     namespaces = {}
     for name in netns.list_names(node_ns + "-"):
-        if not naming.is_routing_ns(node_ns, name) or (only is not None and name not in only):
+        ours = naming.is_routing_ns(node_ns, name) or naming.is_router_ns(node_ns, name)
+        if not ours or (only is not None and name not in only):
             continue
         namespaces[name] = read_namespace(
             kernel, name, sysctl_keys.get(name, frozenset()), run_dir

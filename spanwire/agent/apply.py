@@ -64,6 +64,8 @@ def _one(kernel: Kernel, run_dir: str, op: o.Op) -> None:
             dnsmasq.stop(ns, 0, os.path.join(run_dir, ns))
         case o.CreateVxlan(node_ns, ns, vx):
             kernel.create_vxlan(node_ns, ns, vx.name, vx.vni, vx.local, vx.port, vx.mtu, vx.mac)
+        case o.CreateLeg(ns, leg):
+            kernel.create_veth(ns, leg.name, leg.peer, leg.peer_ns, mtu=leg.mtu)
         case o.MoveTap(node_ns, ns, name):
             kernel.move_link(node_ns, name, ns)
         case o.SetLink(ns, name, mtu, mac, up):

@@ -25,6 +25,7 @@ from spanwire.model import (
     SecurityGroupRule,
     Subnet,
 )
+from spanwire.model.router import DEVICE_OWNER_INTERFACE
 from spanwire.store import Event, EventType, Store
 from spanwire.store import keys as store_keys
 
@@ -117,6 +118,9 @@ class ModelCache:
             log.info("event=rule_changed rule=%s group=%s networks=%s", obj_id,
                      (new or old).security_group_id, ",".join(sorted(touched)) or "-")
             return touched
+        if kind == Port.KIND and any(
+                o is not None and o.device_owner == DEVICE_OWNER_INTERFACE for o in (old, new)):
+            return None  # a router gained or lost an interface: its realization changes
         hit = {o.network_id for o in (old, new) if o is not None}
         if kind == Port.KIND:
             hit |= security.networks_touched_by_port(old, new, self.rules, self.ports)

@@ -6,7 +6,9 @@ port with a /32 route, a permanent neighbour entry, the subnet's gateway
 address (anycast: every node has it) and proxy ARP; and per remote node that
 hosts ports of the network, one FDB + one neighbour entry and a /32 route per
 remote port. No flooding entries anywhere. Security groups and port security:
-one compiled nftables table per namespace (see `agent.security`).
+one compiled nftables table per namespace (see `agent.security`). Routers:
+a router namespace per router attached to a network with a local port, and
+the routing namespaces of all its networks (see `agent.routers`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from spanwire.agent import dhcp, naming, security
+from spanwire.agent import dhcp, naming, routers, security
 from spanwire.agent.security import Security
 from spanwire.agent.state import Addr, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
 from spanwire.model import Network, Node, Port, Subnet
@@ -58,32 +60,51 @@ def compute(
 ) -> NodeKernel:
     """Desired state of `node`'s kernel (or of the namespaces of `only_networks`).
 
+    Router namespaces are only part of the full state (`only_networks` None):
+    a partial pass reads and plans routing namespaces only.
+
     Pure: same inputs, same output. `groups` (from `security.gather`) is what
     the security-group tables are compiled from; without it they are not
     managed (left as they are), which only read-only callers should want.
     """
+    subnets = list(subnets)
+    ports = list(ports)
     subnets_by_net: dict[str, list[Subnet]] = {}
     for subnet in subnets:
         subnets_by_net.setdefault(subnet.network_id, []).append(subnet)
+    realizable = {n.id for n in networks.values()
+                  if n.network_type == "vxlan" and n.segmentation_id is not None}
     ports_by_net: dict[str, list[Port]] = {}
     for port in ports:
-        if only_networks is not None and port.network_id not in only_networks:
-            continue
-        if port.binding_host_id and port.network_id in networks:
+        if port.binding_host_id and port.network_id in realizable:
             ports_by_net.setdefault(port.network_id, []).append(port)
+    local_nets = {net_id for net_id, net_ports in ports_by_net.items()
+                  if any(p.binding_host_id == node.id for p in net_ports)}
+    attached = routers.attachments(ports, subnets, realizable)
+    mine = routers.realized(local_nets, attached)
+    # A network attached to a router realized here is realized here too, even
+    # without a local port: routed traffic leaves the node through its VXLAN.
+    wanted = local_nets | {n for r in mine for n in attached[r]}
 
     namespaces: dict[str, RoutingNs] = {}
-    for net_id, net_ports in sorted(ports_by_net.items()):
+    mtus: dict[str, int] = {}
+    for net_id in sorted(wanted):
         network = networks[net_id]
-        if network.network_type != "vxlan" or network.segmentation_id is None:
+        net_ports = ports_by_net.get(net_id, [])
+        mtus[net_id] = tenant_mtu(node, network)
+        if only_networks is not None and net_id not in only_networks:
             continue
-        local = [p for p in net_ports if p.binding_host_id == node.id]
-        if not local:
-            continue
-        rns = _routing_ns(node, nodes, network, subnets_by_net.get(net_id, []), local,
+        rns = _routing_ns(node, nodes, network, subnets_by_net.get(net_id, []),
+                          [p for p in net_ports if p.binding_host_id == node.id],
                           [p for p in net_ports if p.binding_host_id != node.id], run_dir,
                           groups)
+        rns = routers.attach(rns, net_id, mine, attached, mtus[net_id])
         namespaces[rns.name] = rns
+    if only_networks is None:
+        for router_id in mine:
+            rns = routers.router_namespace(node.netns, router_id, attached[router_id], mtus,
+                                           NS_SYSCTLS)
+            namespaces[rns.name] = rns
     return NodeKernel(node_ns=node.netns, namespaces=namespaces)
 
 
@@ -144,7 +165,8 @@ def _routing_ns(
         neighs=frozenset(neighs),
         fdbs=frozenset(fdbs),
         routes=frozenset(routes),
-        dhcp=dhcp.render(run_dir, name, subnets, local, mtu),
+        # No local port (a routed network's namespace): nobody to answer.
+        dhcp=dhcp.render(run_dir, name, subnets, local, mtu) if local else None,
         security=None if groups is None else security.ruleset(local, groups),
         security_managed=groups is not None,
     )

@@ -37,3 +37,38 @@ def node_mac(underlay_ip: str) -> str:
     """
     raw = ipaddress.IPv4Address(underlay_ip).packed
     return "02:00:" + ":".join(f"{b:02x}" for b in raw)
+
+
+# -- distributed routers (see agent/routers.py) ------------------------------
+
+# Every leg (veth pair) is numbered with the same link-local /31: the router end
+# is .0, the routing-namespace end .1. A leg is the only link of its /31 on
+# either side that matters for its routes (they name the device), so one pair
+# of addresses serves every leg and nothing has to be allocated.
+LEG_ROUTER_IP = "169.254.0.0"
+LEG_NETWORK_IP = "169.254.0.1"
+LEG_PLEN = 31
+ROUTER_END = "rl"
+NETWORK_END = "rr"
+
+
+def router_ns(node_ns: str, router_id: str) -> str:
+    """Flat name of the namespace realizing one router on one node."""
+    return f"{node_ns}-r{router_id.replace('-', '')[:12]}"
+
+
+def is_router_ns(node_ns: str, name: str) -> bool:
+    rest = name[len(node_ns) + 2 :]
+    return name.startswith(node_ns + "-r") and len(rest) == 12 and all(
+        c in "0123456789abcdef" for c in rest
+    )
+
+
+def leg_router_end(network_id: str) -> str:
+    """The router's leg towards a network (in the router namespace)."""
+    return ROUTER_END + network_id.replace("-", "")[:12]
+
+
+def leg_network_end(router_id: str) -> str:
+    """A network's leg towards a router (in the routing namespace)."""
+    return NETWORK_END + router_id.replace("-", "")[:12]

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from spanwire import __version__
-from spanwire.agent import actual, desired, naming
+from spanwire.agent import actual, desired, naming, routers
 from spanwire.agent.apply import apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
@@ -217,6 +217,10 @@ class Agent:
         Returns the op count.
         """
         start = time.monotonic()
+        if networks is not None and networks & routers.attached_networks(self.cache.ports):
+            # Routed networks are realized together (router namespace, legs, the
+            # other attached networks' namespaces): plan them in one full pass.
+            networks = None
         want = self.desired(networks)
         only = None if networks is None else {
             naming.routing_ns(want.node_ns, n) for n in networks}

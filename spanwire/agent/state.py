@@ -59,6 +59,23 @@ class Route:
     via: str | None = None  # set (with onlink) for routes to remote nodes
 
 
+@dataclass(frozen=True, order=True)
+class Leg:
+    """One end of a veth pair joining a router namespace to a routing namespace.
+
+    The router end (`peer_ns` set) owns the pair: it creates it, with the other
+    end straight in `peer_ns`, and deletes it (which deletes both ends). The
+    routing-namespace end (`peer_ns` empty) only keeps its MTU and state. Actual
+    legs never carry `peer_ns`/`peer`; the plan compares (name, mtu, up).
+    """
+
+    name: str
+    mtu: int
+    up: bool = True
+    peer_ns: str = ""
+    peer: str = ""
+
+
 @dataclass(frozen=True)
 class Dhcp:
     """One dnsmasq: its exact argv and the files it reads (path → content)."""
@@ -81,6 +98,10 @@ class RoutingNs:
     sysctls: frozenset[tuple[str, str]] = frozenset()
     vxlan: Vxlan | None = None
     taps: frozenset[Tap] = frozenset()
+    # Router legs (veth ends): in a routing namespace towards its routers, in a
+    # router namespace (`router_id` set, no VXLAN/taps) towards its networks.
+    legs: frozenset[Leg] = frozenset()
+    router_id: str = ""
     addrs: frozenset[Addr] = frozenset()
     neighs: frozenset[Neigh] = frozenset()
     fdbs: frozenset[Fdb] = frozenset()

@@ -185,7 +185,10 @@ class Kernel:
 
     def create_veth(self, ns: str, name: str, peer: str, peer_ns: str, mtu: int | None = None,
                     peer_mac: str | None = None) -> None:
-        """A veth pair with `name` in `ns` and `peer` in `peer_ns` (VMs, underlay legs)."""
+        """A veth pair with `name` in `ns` and `peer` in `peer_ns` (VMs, underlay, router legs)."""
+        # Names may be reused by a new pair: any cached index of them is stale.
+        self._forget_index(ns, name)
+        self._forget_index(peer_ns, peer)
         peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": peer_ns}
         if peer_mac:
             peer_spec["address"] = peer_mac

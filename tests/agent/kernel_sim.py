@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.security_groups import RulesetChange, digest_from_comment
-from spanwire.agent.state import NodeKernel, RoutingNs, Tap
+from spanwire.agent.state import Leg, NodeKernel, RoutingNs, Tap
 
 
 class SimError(AssertionError):
@@ -24,6 +24,7 @@ def _links(rns: RoutingNs) -> dict[str, bool]:
     if rns.vxlan is not None:
         out[rns.vxlan.name] = rns.vxlan.up
     out.update({t.name: t.up for t in rns.taps})
+    out.update({leg.name: leg.up for leg in rns.legs})
     out.update({name: True for name in rns.other_links})
     return out
 
@@ -56,6 +57,22 @@ def _digest(payload: str) -> str | None:
     return None
 
 
+def _drop_leg(rns: RoutingNs, name: str) -> RoutingNs:
+    rns = _drop_dev(rns, name)
+    return replace(rns, legs=frozenset(leg for leg in rns.legs if leg.name != name))
+
+
+def _drop_peers(spaces: dict[str, RoutingNs], ns: str, legs: frozenset[Leg]) -> None:
+    """A veth end that goes (deleted, or its namespace deleted) takes its peer along."""
+    for leg in legs:
+        if leg.peer_ns in spaces:  # router end: the peer is in a routing namespace
+            spaces[leg.peer_ns] = _drop_leg(spaces[leg.peer_ns], leg.peer)
+    for name, other in list(spaces.items()):  # network end: find the router end
+        for leg in other.legs:
+            if leg.peer_ns == ns and leg.peer in {x.name for x in legs}:
+                spaces[name] = _drop_leg(spaces[name], leg.name)
+
+
 def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
     spaces = dict(kernel.namespaces)
     loose = set(kernel.loose_taps)
@@ -66,7 +83,19 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
             spaces[op.ns] = RoutingNs(name=op.ns, lo_up=False)
             continue
         if isinstance(op, o.DeleteNetns):
-            spaces.pop(op.ns)
+            _drop_peers(spaces, op.ns, spaces.pop(op.ns).legs)
+            continue
+        if isinstance(op, o.CreateLeg):
+            leg = op.leg
+            if leg.peer_ns not in spaces:
+                raise SimError(f"leg {leg.name}: no namespace {leg.peer_ns}")
+            peer_ns = spaces[leg.peer_ns]
+            if leg.name in _links(spaces[op.ns]) or leg.peer in _links(peer_ns):
+                raise SimError(f"leg {leg.name}/{leg.peer} exists")
+            spaces[leg.peer_ns] = replace(peer_ns, legs=peer_ns.legs | {
+                Leg(leg.peer, 1500, up=False)})
+            spaces[op.ns] = replace(spaces[op.ns], legs=spaces[op.ns].legs | {
+                replace(leg, mtu=1500, up=False)})
             continue
         rns = spaces[op.ns]
         match op:
@@ -97,8 +126,17 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
                     old = next(t for t in rns.taps if t.name == name)
                     rns = replace(rns, taps=(rns.taps - {old}) | {
                         Tap(name, mtu or old.mtu, up)})
+                else:
+                    leg = next(x for x in rns.legs if x.name == name)
+                    rns = replace(rns, legs=(rns.legs - {leg}) | {
+                        replace(leg, mtu=mtu or leg.mtu, up=up)})
             case o.DeleteLink(_, name):
                 _need(rns, name)
+                gone = frozenset(x for x in rns.legs if x.name == name)
+                if gone:
+                    spaces[op.ns] = rns
+                    _drop_peers(spaces, op.ns, gone)
+                    rns = _drop_leg(spaces[op.ns], name)
                 rns = _drop_dev(rns, name)
                 if rns.vxlan is not None and rns.vxlan.name == name:
                     rns = replace(rns, vxlan=None)

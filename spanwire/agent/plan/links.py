@@ -1,9 +1,16 @@
-"""Links of one routing namespace: lo, the VXLAN device, the taps, strays."""
+"""Links of one namespace: lo, the VXLAN device, the taps, router legs, strays.
+
+A leg (veth pair) is created and deleted only from its router end, which
+takes the routing-namespace end with it; the routing-namespace end only has
+its MTU and state kept right. So neither side ever deletes a link the other
+still plans to use, and a router namespace's deletion is a leg's deletion.
+"""
 
 from __future__ import annotations
 
-from spanwire.agent.plan.ops import CreateVxlan, DeleteLink, MoveTap, Op, SetLink
-from spanwire.agent.state import RoutingNs, Vxlan
+from spanwire.agent.naming import ROUTER_END
+from spanwire.agent.plan.ops import CreateLeg, CreateVxlan, DeleteLink, MoveTap, Op, SetLink
+from spanwire.agent.state import Leg, RoutingNs, Vxlan
 
 
 def _immutable(vx: Vxlan) -> tuple[object, ...]:
@@ -58,7 +65,32 @@ def plan(
     for name in sorted(set(have_taps) - set(want_taps)):
         late.append(DeleteLink(ns, name))
         gone.add(name)
+    early_legs, late_legs = _legs(ns, d.legs, a.legs)
+    early += early_legs
+    late += late_legs
+    gone |= {op.name for op in late_legs}
     for name in sorted(a.other_links):
         late.append(DeleteLink(ns, name))
         gone.add(name)
     return early, late, gone
+
+
+def _legs(ns: str, want: frozenset[Leg], have: frozenset[Leg]) -> tuple[list[Op], list[Op]]:
+    """(creations and state fixes, deletions) of the legs of one namespace."""
+    early: list[Op] = []
+    late: list[Op] = []
+    have_by = {leg.name: leg for leg in have}
+    want_by = {leg.name: leg for leg in want}
+    for name in sorted(want_by):
+        leg, current = want_by[name], have_by.get(name)
+        if current is None:
+            if leg.peer_ns:  # the router end creates the pair, both ends up
+                early.append(CreateLeg(ns, leg))
+                early.append(SetLink(leg.peer_ns, leg.peer, mtu=leg.mtu, up=True))
+                early.append(SetLink(ns, name, mtu=leg.mtu, up=True))
+        elif (current.mtu, current.up) != (leg.mtu, leg.up):
+            early.append(SetLink(ns, name, mtu=leg.mtu, up=True))
+    # Only router ends ("rl…") are deleted here; that deletes their peers too.
+    late += [DeleteLink(ns, name) for name in sorted(set(have_by) - set(want_by))
+             if name.startswith(ROUTER_END)]
+    return early, late

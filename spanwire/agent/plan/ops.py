@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spanwire.agent.plan.security_groups import ApplyRuleset
-from spanwire.agent.state import Addr, Dhcp, Fdb, Neigh, Route, Vxlan
+from spanwire.agent.state import Addr, Dhcp, Fdb, Leg, Neigh, Route, Vxlan
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class CreateVxlan:
     node_ns: str
     ns: str
     vxlan: Vxlan
+
+
+@dataclass(frozen=True)
+class CreateLeg:
+    """A veth pair: `leg.name` in router namespace `ns`, `leg.peer` in `leg.peer_ns`."""
+
+    ns: str
+    leg: Leg
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ Op = (
     | DeleteNetns
     | SetSysctl
     | CreateVxlan
+    | CreateLeg
     | MoveTap
     | SetLink
     | DeleteLink
