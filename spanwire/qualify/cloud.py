@@ -87,19 +87,6 @@ def default_group(store: Store, project: str) -> str:
     raise Unavailable(f"could not create the default security group of project {project}")
 
 
-def web_group(store: Store, project: str, port: int) -> str:
-    """A group admitting only TCP `port` from anywhere, with Neutron's default egress."""
-    group = SecurityGroup(project_id=project, name="web")
-    rules = [
-        SecurityGroupRule(project_id=project, security_group_id=group.id, direction="ingress",
-                          protocol="tcp", port_range_min=port, port_range_max=port,
-                          remote_ip_prefix="0.0.0.0/0"),
-        SecurityGroupRule(project_id=project, security_group_id=group.id, direction="egress"),
-    ]
-    store.txn([], [Put(group.key, group.to_bytes()), *(Put(r.key, r.to_bytes()) for r in rules)])
-    return group.id
-
-
 def add_port(store: Store, network: Network, node: str, name: str = "",
              ip: str | None = None, security_groups: list[str] | None = None) -> Port:
     """A port bound to `node` with the next free address of the network's first subnet.

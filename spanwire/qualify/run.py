@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from spanwire.qualify import bandwidth, cloud, failover, underlay, vm
+from spanwire.errors import Unavailable
+from spanwire.qualify import bandwidth, failover, underlay, vm
 from spanwire.qualify.connectivity import ProbeResult, run_matrix, start_whoami
 from spanwire.qualify.ledger import Ledger, RunRecord
 from spanwire.qualify.manifest import collect
@@ -36,10 +37,9 @@ from spanwire.qualify.topology import (
 )
 from spanwire.store.etcd_server import EtcdCluster
 
-# Path classes of DESIGN.md that need distributed routers and NAT
+# Path classes of DESIGN.md that need per-node NAT and the provider network
 # (issue 5); reported as "not run" until the data plane has them.
 PENDING_CLASSES = {
-    "cross-subnet": "needs distributed routers (not yet in the data plane)",
     "floating-ip": "needs per-node floating IP NAT (not yet in the data plane)",
     "snat": "needs per-node SNAT (not yet in the data plane)",
 }
@@ -64,20 +64,19 @@ class QualifyOptions:
 def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> dict[str, str]:
     """Networks, groups and VMs of the topology; returns {vm name: its namespace}."""
     groups: dict[tuple[str, str], list[str] | None] = {}
-    if bed.state.api_url:
-        api = TenantAPI(bed.state.api_url, bed.state.state_dir)
-        try:
-            for spec in topo.networks:
-                api.network(spec.name, spec.project, spec.cidr)
-            for project in {v.project for v in topo.vms if v.group == WEB_GROUP}:
-                groups[(project, WEB_GROUP)] = [api.web_group(project, TCP_PORT)]
-        finally:
-            api.close()
-    else:
-        for i, spec in enumerate(topo.networks):
-            cloud.add_network(bed.store(), spec.name, 1001 + i, spec.cidr, project=spec.project)
+    if not bed.state.api_url:
+        raise Unavailable("qualification creates its topology through the api, which the "
+                          "testbed did not start; see the testbed's logs/api.log")
+    api = TenantAPI(bed.state.api_url, bed.state.state_dir)
+    try:
+        subnets = {spec.name: api.network(spec.name, spec.project, spec.cidr)
+                   for spec in topo.networks}
+        for router in topo.routers:
+            api.router(router.name, router.project, [subnets[n] for n in router.networks])
         for project in {v.project for v in topo.vms if v.group == WEB_GROUP}:
-            groups[(project, WEB_GROUP)] = [cloud.web_group(bed.store(), project, TCP_PORT)]
+            groups[(project, WEB_GROUP)] = [api.web_group(project, TCP_PORT)]
+    finally:
+        api.close()
     task = progress.add_task("booting VMs (DHCP)", total=len(topo.vms))
     namespaces = {}
     for spec in topo.vms:

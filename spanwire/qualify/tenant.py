@@ -44,10 +44,19 @@ class TenantAPI:
         return dict(reply.json()[kind])
 
     def network(self, name: str, project_id: str, cidr: str) -> str:
+        """Create a network with one IPv4 subnet; return the subnet's id."""
         net = self.create("network", name=name, project_id=project_id)
-        self.create("subnet", name=f"{name}-v4", network_id=net["id"], project_id=project_id,
-                    cidr=cidr, ip_version=4)
-        return str(net["id"])
+        subnet = self.create("subnet", name=f"{name}-v4", network_id=net["id"],
+                             project_id=project_id, cidr=cidr, ip_version=4)
+        return str(subnet["id"])
+
+    def router(self, name: str, project_id: str, subnet_ids: list[str]) -> str:
+        """A router with an interface on each subnet (each gets its gateway address)."""
+        router = self.create("router", name=name, project_id=project_id)
+        for subnet_id in subnet_ids:
+            self._call("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
+                       {"subnet_id": subnet_id})
+        return str(router["id"])
 
     def web_group(self, project_id: str, port: int) -> str:
         """A group admitting only TCP `port` from anywhere (egress: Neutron's defaults)."""

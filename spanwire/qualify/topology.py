@@ -15,11 +15,12 @@ from itertools import permutations
 SAME_NODE = "same-node"
 CROSS_NODE = "cross-node"
 CROSS_PROJECT = "cross-project"
+CROSS_SUBNET = "cross-subnet"
 SG_ALLOWED = "sg-allowed"
 SG_DENIED = "sg-denied"
 UNDERLAY = "underlay"
 
-PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_PROJECT, SG_ALLOWED, SG_DENIED)
+PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_SUBNET, CROSS_PROJECT, SG_ALLOWED, SG_DENIED)
 DEFAULT_GROUP = "default"
 WEB_GROUP = "web"  # ingress tcp TCP_PORT from anywhere, nothing else
 SUITES = ("connectivity", "bandwidth", "failover")
@@ -50,10 +51,22 @@ class VMSpec:
 
 
 @dataclass(frozen=True)
+class RouterSpec:
+    name: str
+    project: str
+    networks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Topology:
     projects: tuple[str, ...]
     networks: tuple[NetSpec, ...]
     vms: tuple[VMSpec, ...]
+    routers: tuple[RouterSpec, ...] = ()
+
+    def routed(self, a: str, b: str) -> bool:
+        """Networks `a` and `b` are joined by one of the topology's routers."""
+        return any(a in r.networks and b in r.networks for r in self.routers)
 
     def vm(self, name: str) -> VMSpec:
         return next(v for v in self.vms if v.name == name)
@@ -85,12 +98,15 @@ def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
     beta's first VM deliberately holds the same address as alpha's first, so a
     leak between projects would be visible as a reply from the wrong VM.
     alpha's last VM ("w1") is alone in the "web" group, which admits only TCP
-    on the whoami port: the security-group classes probe it both ways.
+    on the whoami port: the security-group classes probe it both ways. A
+    second alpha network behind a router holds "c1" on the last node, so the
+    routed class runs both on one node and across nodes.
     """
     if len(nodes) < 2:
         raise ValueError("qualification needs at least 2 nodes")
     hosts = list(ipaddress.IPv4Network(cidr).hosts())
-    nets = (NetSpec("alpha-net", "alpha", cidr), NetSpec("beta-net", "beta", cidr))
+    nets = (NetSpec("alpha-net", "alpha", cidr), NetSpec("beta-net", "beta", cidr),
+            NetSpec("alpha-net2", "alpha", "10.20.0.0/24"))
     vms: list[VMSpec] = []
     for i, node in enumerate(nodes):
         for n in (2 * i, 2 * i + 1):
@@ -98,7 +114,9 @@ def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
         ip = hosts[10] if i == 0 else hosts[100 + i]
         vms.append(VMSpec(f"b{i + 1}", "beta", "beta-net", node, str(ip)))
     vms.append(VMSpec("w1", "alpha", "alpha-net", nodes[-1], str(hosts[60]), WEB_GROUP))
-    return Topology(("alpha", "beta"), nets, tuple(vms))
+    vms.append(VMSpec("c1", "alpha", "alpha-net2", nodes[-1], "10.20.0.10"))
+    routers = (RouterSpec("alpha-router", "alpha", ("alpha-net", "alpha-net2")),)
+    return Topology(("alpha", "beta"), nets, tuple(vms), routers)
 
 
 def connectivity_matrix(topo: Topology) -> list[Probe]:
@@ -106,20 +124,24 @@ def connectivity_matrix(topo: Topology) -> list[Probe]:
     probes: list[Probe] = []
     by_ip: dict[tuple[str, str], str] = {(v.network, v.ip): v.name for v in topo.vms}
     for src, dst in permutations(topo.vms, 2):
-        if src.network == dst.network:
+        if src.network == dst.network or topo.routed(src.network, dst.network):
             plain = src.group == dst.group == DEFAULT_GROUP
             for proto in ("icmp", "tcp"):
                 expect = dst.admits(src, proto)
-                if plain:
+                if plain and src.network != dst.network:
+                    cls = CROSS_SUBNET
+                elif plain:
                     cls = SAME_NODE if src.node == dst.node else CROSS_NODE
                 else:
                     cls = SG_ALLOWED if expect else SG_DENIED
                 probes.append(Probe(cls, src.name, dst.ip, proto, expect,
                                     dst.name if expect else None))
         elif src.project != dst.project:
-            owner = by_ip.get((src.network, dst.ip))
+            owner = next((by_ip[(n.name, dst.ip)] for n in topo.networks
+                          if (n.name == src.network or topo.routed(src.network, n.name))
+                          and (n.name, dst.ip) in by_ip), None)
             if owner is not None:
-                # Same address exists in src's own network: it must answer, not dst.
+                # The address exists where src can reach: that VM must answer, not dst.
                 if owner != src.name and topo.vm(owner).admits(src, "tcp"):
                     probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "tcp", True, owner))
                 continue
@@ -133,6 +155,10 @@ def bandwidth_pairs(topo: Topology) -> dict[str, tuple[str, str]]:
     pairs: dict[str, tuple[str, str]] = {}
     alpha = [v for v in topo.vms if v.project == "alpha" and v.group == DEFAULT_GROUP]
     for a, b in permutations(alpha, 2):
-        cls = SAME_NODE if a.node == b.node else CROSS_NODE
-        pairs.setdefault(cls, (a.name, b.name))
+        if a.network != b.network:
+            cls = CROSS_SUBNET if a.node != b.node else ""
+        else:
+            cls = SAME_NODE if a.node == b.node else CROSS_NODE
+        if cls:
+            pairs.setdefault(cls, (a.name, b.name))
     return pairs

@@ -52,8 +52,9 @@ def test_short_qualification_passes_and_records_the_snapshot(bed_dir: str, ledge
     doc = qualify(opts, ledger)
     assert doc["passed"], doc["failures"]
     classes = {p["path_class"] for p in doc["connectivity"]["probes"]}
-    assert classes == {"same-node", "cross-node", "cross-project", "sg-allowed", "sg-denied"}
-    assert set(doc["bandwidth"]["classes"]) == {"same-node", "cross-node"}
+    assert classes == {"same-node", "cross-node", "cross-subnet", "cross-project",
+                       "sg-allowed", "sg-denied"}
+    assert set(doc["bandwidth"]["classes"]) == {"same-node", "cross-node", "cross-subnet"}
     assert all(r["ok"] for r in doc["failover"])
     assert doc["snapshot"]["state"] == State.EXPERIMENTAL.value
     assert netns.list_names(doc["testbed_prefix"] + "-") == []  # torn down
