@@ -21,7 +21,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from spanwire.cli.serve import serve_argv
 from spanwire.store.etcd_server import EtcdCluster, free_ports
 
 RESULTS = Path(__file__).parent / "results" / "api.json"
@@ -46,18 +46,7 @@ class Replica:
         self.url = f"http://127.0.0.1:{free_ports(1)[0]}"
         self._log = open(log, "ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spanwire.cli.main",
-                "serve",
-                "--store",
-                store_url,
-                "--listen",
-                self.url.removeprefix("http://"),
-                "--log-level",
-                "warning",
-            ],
+            serve_argv(store_url, self.url.removeprefix("http://"), "--log-level", "warning"),
             env=dict(os.environ, SPANWIRE_ADMIN_PASSWORD=PASSWORD),
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -170,11 +170,7 @@ def create_fip(body: FipCreateBody, request: Request, ctx: CtxDep) -> Response:
 @router.get("/floatingips")
 def list_fips(request: Request, ctx: CtxDep) -> Response:
     deps = repo.Deps(request)
-    items = [
-        views.floatingip(d)
-        for d in repo.raw_list(deps.store, FloatingIP)
-        if policy.owns(ctx, d["project_id"])
-    ]
+    items = [views.floatingip(d) for d in repo.owned_list(deps.store, ctx, FloatingIP)]
     return repo.list_response(deps, "floatingips", items, views.ATTRS["floatingips"])
 
 

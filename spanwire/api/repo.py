@@ -92,6 +92,11 @@ def raw_list(store: Store, model: type[ProjectResource]) -> list[dict[str, Any]]
     return [json.loads(kv.value) for kv in store.range(model.prefix()).items]
 
 
+def owned_list(store: Store, ctx: Context, model: type[ProjectResource]) -> list[dict[str, Any]]:
+    """Every stored object of `model` the caller may see (admins see all)."""
+    return [d for d in raw_list(store, model) if policy.owns(ctx, d["project_id"])]
+
+
 def bumped(obj: M, **changes: Any) -> M:
     """An updated copy: Neutron increments revision_number and updated_at on every change."""
     return obj.evolve(**changes, revision_number=obj.revision_number + 1, updated_at=utcnow())

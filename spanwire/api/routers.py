@@ -137,11 +137,7 @@ def create_router(body: RouterCreateBody, request: Request, ctx: CtxDep) -> Resp
 @router.get("/routers")
 def list_routers(request: Request, ctx: CtxDep) -> Response:
     deps = repo.Deps(request)
-    items = [
-        views.router(d)
-        for d in repo.raw_list(deps.store, Router)
-        if policy.owns(ctx, d["project_id"])
-    ]
+    items = [views.router(d) for d in repo.owned_list(deps.store, ctx, Router)]
     return repo.list_response(deps, "routers", items, views.ATTRS["routers"])
 
 

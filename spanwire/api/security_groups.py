@@ -133,8 +133,7 @@ def list_groups(request: Request, ctx: CtxDep) -> Response:
     rules = _rules_by_group(deps)
     items = [
         views.security_group(d, rules.get(d["id"], []))
-        for d in repo.raw_list(deps.store, SecurityGroup)
-        if policy.owns(ctx, d["project_id"])
+        for d in repo.owned_list(deps.store, ctx, SecurityGroup)
     ]
     return repo.list_response(deps, "security_groups", items, views.ATTRS["security_groups"])
 
@@ -263,9 +262,7 @@ def create_rule(body: RuleCreateBody, request: Request, ctx: CtxDep) -> Response
 def list_rules(request: Request, ctx: CtxDep) -> Response:
     deps = repo.Deps(request)
     items = [
-        views.security_group_rule(d)
-        for d in repo.raw_list(deps.store, SecurityGroupRule)
-        if policy.owns(ctx, d["project_id"])
+        views.security_group_rule(d) for d in repo.owned_list(deps.store, ctx, SecurityGroupRule)
     ]
     return repo.list_response(
         deps, "security_group_rules", items, views.ATTRS["security_group_rules"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,12 @@ def parse_vni_range(text: str) -> tuple[int, int]:
     if not sep or not lo.isdigit() or not hi.isdigit():
         raise InvalidInput(f"--vni-range {text!r}: use MIN:MAX, e.g. 1:16777215")
     return int(lo), int(hi)
+
+
+def serve_argv(store_url: str, listen: str, *extra: str) -> list[str]:
+    """The command line of one `spanwire serve` replica (testbed, tests and bench start them)."""
+    return [sys.executable, "-m", "spanwire.cli.main", "serve", "--store", store_url,
+            "--listen", listen, *extra]
 
 
 def register(app: typer.Typer) -> None:

@@ -13,12 +13,12 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
 import httpx
 
+from spanwire.cli.serve import serve_argv
 from spanwire.errors import InvalidInput, NotFound, Unavailable
 from spanwire.model import FixedIP, Network, Port, SecurityGroup, SecurityGroupRule, Subnet
 from spanwire.store import Store, keys
@@ -139,8 +139,7 @@ def start_api(bed: Testbed, timeout: float = 30.0) -> None:
     log_path = os.path.join(st.state_dir, "logs", "api.log")
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spanwire.cli.main", "serve", "--store", st.store_url,
-             "--listen", f"127.0.0.1:{port}"],
+            serve_argv(st.store_url, f"127.0.0.1:{port}"),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )

@@ -10,7 +10,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
+from spanwire.cli.serve import serve_argv
 from spanwire.store.etcd_server import free_ports
 
 ADMIN_PASSWORD = "adm-" + secrets.token_hex(8)
@@ -38,19 +38,8 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ, SPANWIRE_ADMIN_PASSWORD=password)
-        cmd = [
-            sys.executable,
-            "-m",
-            "spanwire.cli.main",
-            "serve",
-            "--store",
-            store_url,
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--log-level",
-            "warning",
-            *(extra or []),
-        ]
+        cmd = serve_argv(store_url, f"127.0.0.1:{self.port}", "--log-level", "warning",
+                         *(extra or []))
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
