@@ -21,7 +21,7 @@ from spanwire.api.errors import InUse, not_found
 from spanwire.api.port_alloc import ROUTER_OWNERS, Subnets, plan_ips, plan_port, release_ops
 from spanwire.errors import Conflict, Forbidden, InvalidInput
 from spanwire.model import FloatingIP, Network, Port, PortStatus, SecurityGroup
-from spanwire.model.router import DEVICE_OWNER_FLOATINGIP
+from spanwire.model.router import DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_GATEWAY
 from spanwire.store.base import Compare, Delete, Put
 
 router = APIRouter(prefix="/v2.0", tags=["ports"])
@@ -188,6 +188,27 @@ def show_port(port_id: str, request: Request, ctx: CtxDep) -> Response:
     )
 
 
+def _check_gateway_binding(port: Port, changes: dict[str, Any]) -> None:
+    """A router gateway port's owner and host say which router and node it serves
+    (central when unbound, a node's SNAT address when bound), so they stay put."""
+    if port.device_owner != DEVICE_OWNER_GATEWAY:
+        return
+    managed = {
+        "device_owner": "device_owner",
+        "device_id": "device_id",
+        "binding_host_id": "binding:host_id",
+    }
+    changed = [
+        name for k, name in managed.items() if k in changes and changes[k] != getattr(port, k)
+    ]
+    if changed:
+        raise InUse(
+            "Port",
+            f"Port {port.id} is a gateway port of router {port.device_id}: its "
+            f"{', '.join(changed)} cannot be changed via the port API.",
+        )
+
+
 @router.put("/ports/{port_id}")
 def update_port(port_id: str, body: PortUpdateBody, request: Request, ctx: CtxDep) -> Response:
     deps = repo.Deps(request)
@@ -199,6 +220,7 @@ def update_port(port_id: str, body: PortUpdateBody, request: Request, ctx: CtxDe
         port, kv = repo.fetch_owned(deps.store, ctx, Port, port_id, "update_port")
         plan: Plan[Port] = Plan(port, [Compare.unchanged(kv)])
         changes = _attrs(req)
+        _check_gateway_binding(port, changes)
         security = changes.get("port_security_enabled", port.port_security_enabled)
         pairs = changes.get("allowed_address_pairs", port.allowed_address_pairs)
         if not security and pairs:

@@ -39,14 +39,48 @@ def check_id(value: object, what: str) -> str:
 
 
 class Deps:
-    """What a handler needs from the app: store, id cache and settings."""
+    """What a handler needs from the app: store, id cache and settings.
+
+    Handlers build it from their request (`Deps(request)`), sharing the
+    replica's caches; code outside a request (the node agent claiming its
+    gateway ports) builds one with `Deps.from_store`.
+    """
+
+    store: Store
+    cache: UsedCache
+    settings: ApiSettings
+    kv: KVCache
+    request: Request | None
 
     def __init__(self, request: Request) -> None:
-        self.store: Store = request.app.state.store
-        self.cache: UsedCache = request.app.state.cache
-        self.settings: ApiSettings = request.app.state.settings
-        self.kv: KVCache = request.app.state.kv
+        state = request.app.state
+        self._set(state.store, state.cache, state.settings, state.kv, request)
+
+    def _set(
+        self,
+        store: Store,
+        cache: UsedCache,
+        settings: ApiSettings,
+        kv: KVCache,
+        request: Request | None,
+    ) -> None:
+        self.store, self.cache, self.settings, self.kv = store, cache, settings, kv
         self.request = request
+
+    @classmethod
+    def from_store(cls, store: Store, settings: ApiSettings | None = None) -> Deps:
+        """Deps on `store` alone, with fresh caches (hints only: every read that
+        matters is compared on commit) and default settings unless given.
+        Such deps can plan and commit but not render a response."""
+        deps = cls.__new__(cls)
+        deps._set(store, UsedCache(store), settings or ApiSettings(), KVCache(store), None)
+        return deps
+
+    def http(self) -> Request:
+        """The request these deps serve; only handlers' deps have one."""
+        if self.request is None:
+            raise RuntimeError("store-only Deps (Deps.from_store) have no request to answer")
+        return self.request
 
 
 def load(
@@ -122,9 +156,10 @@ def list_response(
     With `fragments` (each item's JSON, from `RenderCache`) a listing without
     `fields=` is assembled from bytes instead of encoding every item again.
     """
-    q = query.parse(deps.request.query_params.multi_items(), attributes)
+    request = deps.http()
+    q = query.parse(request.query_params.multi_items(), attributes)
     page, more = query.select(items, q)
-    url = str(deps.request.url).split("?", 1)[0]
+    url = str(request.url).split("?", 1)[0]
     links = query.links(url, collection, q, page, more)
     if fragments is not None and not q.fields:
         parts = [b'{"', collection.encode(), b'":[', b",".join(fragments[i["id"]] for i in page)]
@@ -173,7 +208,7 @@ def rendered_list(
     extra: Callable[[str], Hashable] = lambda _id: None,
 ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """Every visible object of a kind, rendered (through the cache), and their JSON."""
-    cache: RenderCache = deps.request.app.state.render
+    cache: RenderCache = deps.http().app.state.render
     items: list[dict[str, Any]] = []
     fragments: dict[str, bytes] = {}
     for kv in deps.store.range(model.prefix()).items:

@@ -1,7 +1,9 @@
 """Router plumbing shared by routers and floating IPs: gateway and interface ports.
 
 A router's ports are found through `router_ports/<router>/<port>`, written in
-the same transaction as each port, so no scan of every port is needed.
+the same transaction as each port, so no scan of every port is needed. A router
+with a gateway has one central gateway port (shown in `external_gateway_info`)
+and one per node that realizes it (`node_gateways`), told apart by binding:host_id.
 """
 
 from __future__ import annotations
@@ -16,27 +18,42 @@ from spanwire.errors import InvalidInput
 from spanwire.model import ExternalGatewayInfo, Network, Port, Router
 from spanwire.model.router import DEVICE_OWNER_GATEWAY, DEVICE_OWNER_INTERFACE
 from spanwire.store import keys
+from spanwire.store.base import KeyValue, Store
 
 
-def router_ports(deps: repo.Deps, router_id: str) -> list[tuple[Port, Any]]:
+def ports_of(store: Store, router_id: str) -> list[tuple[Port, KeyValue]]:
+    """Every port of a router (interfaces, central and per-node gateways) with its kv."""
     out = []
-    for kv in deps.store.range(keys.prefix("router_ports", router_id)).items:
-        found = repo.load(deps.store, Port, keys.split(kv.key)[-1])
+    for kv in store.range(keys.prefix("router_ports", router_id)).items:
+        found = repo.load(store, Port, keys.split(kv.key)[-1])
         if found is not None:
             out.append(found)
     return out
+
+
+def router_ports(deps: repo.Deps, router_id: str) -> list[tuple[Port, Any]]:
+    return ports_of(deps.store, router_id)
 
 
 def interfaces(deps: repo.Deps, router_id: str) -> list[Port]:
     return [p for p, _ in router_ports(deps, router_id) if p.device_owner == DEVICE_OWNER_INTERFACE]
 
 
+def is_node_gateway(port: Port) -> bool:
+    """A node's own SNAT address for a router (claimed by that node's agent)."""
+    return port.device_owner == DEVICE_OWNER_GATEWAY and bool(port.binding_host_id)
+
+
 def gateway_port(deps: repo.Deps, router_id: str) -> tuple[Port, Any] | None:
+    """The router's central gateway port: the one `external_gateway_info` shows.
+
+    Per-node gateway ports (binding:host_id set, see `node_gateways`) are not it.
+    """
     return next(
         (
             (p, kv)
             for p, kv in router_ports(deps, router_id)
-            if p.device_owner == DEVICE_OWNER_GATEWAY
+            if p.device_owner == DEVICE_OWNER_GATEWAY and not p.binding_host_id
         ),
         None,
     )

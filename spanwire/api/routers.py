@@ -14,14 +14,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from spanwire.api import allocation, policy, quota_logic, repo, router_logic, views
+from spanwire.api import (
+    allocation,
+    node_gateways,
+    policy,
+    quota_logic,
+    repo,
+    router_logic,
+    views,
+)
 from spanwire.api.allocation import Plan, commit
 from spanwire.api.context import Context, CtxDep
 from spanwire.api.errors import InUse
 from spanwire.api.port_alloc import release_ops
 from spanwire.errors import Conflict, InvalidInput
 from spanwire.model import FloatingIP, Router
-from spanwire.store.base import Compare, Delete, Op, Put
+from spanwire.store.base import Compare, Delete, Put
 
 router = APIRouter(prefix="/v2.0", tags=["routers"])
 log = logging.getLogger("spanwire.api.routers")
@@ -166,6 +174,7 @@ def update_router(
     freed: list[str] = []
 
     def build() -> Plan[Router]:
+        freed.clear()
         r, kv = repo.fetch_owned(deps.store, ctx, Router, router_id, "update_router")
         changes = {k: v for k, v in req.items() if k in ("name", "description", "admin_state_up")}
         if "routes" in sent:
@@ -189,8 +198,13 @@ def update_router(
                 ops, released = release_ops(old[0])
                 plan.compares.append(Compare.unchanged(old[1]))
                 plan.ops += ops
-                freed[:] = released
+                freed.extend(released)
                 new = new.evolve(external_gateway_info=None)
+            if not same and (old is not None or r.external_gateway_info is not None):
+                # Nodes' SNAT addresses go with the gateway; agents claim new ones.
+                nodes = node_gateways.plan_release_all(deps.store, r.id)
+                plan.merge(nodes)  # type: ignore[arg-type]
+                freed.extend(nodes.result)
             if spec and not same:
                 new = _with_gateway(deps, plan, new, spec)
             elif spec and same and "enable_snat" in spec and new.external_gateway_info:
@@ -213,19 +227,27 @@ def update_router(
 @router.delete("/routers/{router_id}", status_code=204)
 def delete_router(router_id: str, request: Request, ctx: CtxDep) -> None:
     deps = repo.Deps(request)
-    r, kv = repo.fetch_owned(deps.store, ctx, Router, router_id, "delete_router")
-    if router_logic.interfaces(deps, r.id) or fips_using(deps, r.id):
-        raise InUse("Router", f"Router {r.id} still has ports or floating IPs")
-    compares = [Compare.unchanged(kv)]
-    freed = quota_logic.slot_keys(r.project_id, "router", r.quota_slot)
-    ops: list[Op] = [*[Delete(k) for k in freed], Delete(r.key)]
-    gw = router_logic.gateway_port(deps, r.id)
-    if gw is not None:
-        gw_ops, released = release_ops(gw[0])
-        compares.append(Compare.unchanged(gw[1]))
-        ops += gw_ops
-        freed += released
-    if not deps.store.txn(compares, ops).succeeded:
-        raise Conflict(f"router {r.id} changed while being deleted; retry")
+
+    def build() -> Plan[list[str]]:
+        r, kv = repo.fetch_owned(deps.store, ctx, Router, router_id, "delete_router")
+        if router_logic.interfaces(deps, r.id) or fips_using(deps, r.id):
+            raise InUse("Router", f"Router {r.id} still has ports or floating IPs")
+        freed = quota_logic.slot_keys(r.project_id, "router", r.quota_slot)
+        plan: Plan[list[str]] = Plan(
+            freed, [Compare.unchanged(kv)], [*[Delete(k) for k in freed], Delete(r.key)]
+        )
+        gw = router_logic.gateway_port(deps, r.id)
+        if gw is not None:
+            gw_ops, released = release_ops(gw[0])
+            plan.compares.append(Compare.unchanged(gw[1]))
+            plan.ops += gw_ops
+            freed += released
+        nodes = node_gateways.plan_release_all(deps.store, r.id)
+        plan.merge(nodes)  # type: ignore[arg-type]
+        freed += nodes.result
+        return plan
+
+    # Rebuilt when a node claims its gateway port meanwhile (see node_gateways).
+    freed = commit(deps.store, deps.cache, build, "delete_router")
     allocation.release(deps.cache, freed)
-    log.info("event=router.delete router_id=%s", r.id)
+    log.info("event=router.delete router_id=%s", router_id)
