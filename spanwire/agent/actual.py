@@ -14,11 +14,13 @@ import os
 from collections.abc import Mapping
 
 from spanwire.agent import naming
+from spanwire.agent.plan import nat
 from spanwire.agent.plan.security import TABLE
 from spanwire.agent.state import (
     Addr,
     Dhcp,
     Fdb,
+    Gateway,
     Leg,
     Neigh,
     NodeKernel,
@@ -50,6 +52,7 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
     vx: Vxlan | None = None
     taps: set[Tap] = set()
     legs: set[Leg] = set()
+    gateway: Gateway | None = None
     others: set[str] = set()
     lo_up = False
     for link in snap.links:
@@ -62,6 +65,9 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
         elif link.kind == "veth" and link.name.startswith((naming.ROUTER_END,
                                                            naming.NETWORK_END)):
             legs.add(Leg(name=link.name, mtu=link.mtu, up=link.up))
+        elif (link.kind == "macvlan" and link.name.startswith(naming.GATEWAY_PREFIX)
+              and gateway is None):
+            gateway = Gateway(name=link.name, mac=link.mac, mtu=link.mtu, up=link.up)
         else:
             others.add(link.name)
     values = sysctl.read(ns, sorted(sysctl_keys)) if sysctl_keys else {}
@@ -79,10 +85,12 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
         lo_up=lo_up,
         nft_tables=tables,
         security_digest=nft.read_digest(ns, TABLE) if TABLE in tables else None,
+        nat_digest=nft.read_digest(ns, nat.TABLE) if nat.TABLE in tables else None,
         sysctls=frozenset((k, v) for k, v in values.items() if v is not None),
         vxlan=vx,
         taps=frozenset(taps),
         legs=frozenset(legs),
+        gateway=gateway,
         addrs=frozenset(Addr(dev, cidr) for dev, cidr in snap.addrs if dev != "lo"),
         neighs=frozenset(Neigh(dev, ip, mac) for dev, ip, mac in snap.neighs),
         fdbs=frozenset(Fdb(dev, mac, dst) for dev, mac, dst in snap.fdbs),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.security_groups import RulesetChange
-from spanwire.dataplane import dnsmasq, netns, nft, sysctl
+from spanwire.dataplane import dnsmasq, garp, netns, nft, sysctl
 from spanwire.dataplane.kernel import Kernel
 
 log = logging.getLogger("spanwire.agent.apply")
@@ -66,6 +66,10 @@ def _one(kernel: Kernel, run_dir: str, op: o.Op) -> None:
             kernel.create_vxlan(node_ns, ns, vx.name, vx.vni, vx.local, vx.port, vx.mtu, vx.mac)
         case o.CreateLeg(ns, leg):
             kernel.create_veth(ns, leg.name, leg.peer, leg.peer_ns, mtu=leg.mtu)
+        case o.CreateGateway(node_ns, ns, gw):
+            kernel.create_macvlan(node_ns, gw.parent, ns, gw.name, gw.mac, gw.mtu)
+        case o.Announce(ns, dev, ip):
+            garp.announce(ns, dev, ip)
         case o.MoveTap(node_ns, ns, name):
             kernel.move_link(node_ns, name, ns)
         case o.SetLink(ns, name, mtu, mac, up):

@@ -1,7 +1,7 @@
 """The agent's copy of the model objects it needs, kept current by store watches.
 
-One watch per kind (nodes, networks, subnets, ports, security groups and
-their rules) feeds one queue. A
+One watch per kind (nodes, networks, subnets, ports, routers, floating IPs,
+security groups and their rules) feeds one queue. A
 watch that fails (store down, history compacted) surfaces as an exception on
 the queue; the runner then keeps the kernel as it is and re-lists when the
 store is back.
@@ -17,22 +17,25 @@ from typing import Any
 from spanwire.agent import security
 from spanwire.model import (
     KINDS,
+    FloatingIP,
     Network,
     Node,
     Port,
     Resource,
+    Router,
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
 )
-from spanwire.model.router import DEVICE_OWNER_INTERFACE
+from spanwire.model.router import DEVICE_OWNER_GATEWAY, DEVICE_OWNER_INTERFACE
 from spanwire.store import Event, EventType, Store
 from spanwire.store import keys as store_keys
 
 log = logging.getLogger("spanwire.agent.cache")
+ROUTER_OWNERS = (DEVICE_OWNER_INTERFACE, DEVICE_OWNER_GATEWAY)
 
-WATCHED: tuple[type[Resource], ...] = (Node, Network, Subnet, Port, SecurityGroup,
-                                       SecurityGroupRule)
+WATCHED: tuple[type[Resource], ...] = (Node, Network, Subnet, Port, Router, FloatingIP,
+                                       SecurityGroup, SecurityGroupRule)
 
 
 class ModelCache:
@@ -107,7 +110,9 @@ class ModelCache:
             if new is None or old == new:
                 return set()
             objs[obj_id] = new
-        if kind == Node.KIND:
+        if kind in (Node.KIND, Router.KIND, FloatingIP.KIND):
+            # A node's address is in every peer's FDB; a router's gateway and a
+            # floating IP live in router namespaces, planned by full passes.
             return None
         if kind == Network.KIND:
             return {obj_id}
@@ -119,8 +124,8 @@ class ModelCache:
                      (new or old).security_group_id, ",".join(sorted(touched)) or "-")
             return touched
         if kind == Port.KIND and any(
-                o is not None and o.device_owner == DEVICE_OWNER_INTERFACE for o in (old, new)):
-            return None  # a router gained or lost an interface: its realization changes
+                o is not None and o.device_owner in ROUTER_OWNERS for o in (old, new)):
+            return None  # a router gained or lost an interface or address: replan routers
         hit = {o.network_id for o in (old, new) if o is not None}
         if kind == Port.KIND:
             hit |= security.networks_touched_by_port(old, new, self.rules, self.ports)
@@ -147,6 +152,14 @@ class ModelCache:
     @property
     def ports(self) -> list[Port]:
         return list(self.objects[Port.KIND].values())
+
+    @property
+    def routers(self) -> dict[str, Router]:
+        return self.objects[Router.KIND]
+
+    @property
+    def floating_ips(self) -> list[FloatingIP]:
+        return list(self.objects[FloatingIP.KIND].values())
 
     @property
     def rules(self) -> list[SecurityGroupRule]:

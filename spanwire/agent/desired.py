@@ -16,10 +16,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from spanwire.agent import dhcp, naming, routers, security
+from spanwire.agent import dhcp, naming, north_south, routers, security
 from spanwire.agent.security import Security
 from spanwire.agent.state import Addr, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
-from spanwire.model import Network, Node, Port, Subnet
+from spanwire.model import FloatingIP, Network, Node, Port, Router, Subnet
 
 NS_SYSCTLS = frozenset(
     {
@@ -57,6 +57,8 @@ def compute(
     run_dir: str,
     only_networks: set[str] | None = None,
     groups: Security | None = None,
+    router_objects: Mapping[str, Router] | None = None,
+    floating_ips: Iterable[FloatingIP] = (),
 ) -> NodeKernel:
     """Desired state of `node`'s kernel (or of the namespaces of `only_networks`).
 
@@ -66,7 +68,10 @@ def compute(
     Pure: same inputs, same output. `groups` (from `security.gather`) is what
     the security-group tables are compiled from; without it they are not
     managed (left as they are), which only read-only callers should want.
+    `router_objects` and `floating_ips` add north-south (gateways, floating
+    IPs, SNAT; see `agent.north_south`); without them routers are east-west only.
     """
+    router_objects = router_objects or {}
     subnets = list(subnets)
     ports = list(ports)
     subnets_by_net: dict[str, list[Subnet]] = {}
@@ -82,6 +87,8 @@ def compute(
                   if any(p.binding_host_id == node.id for p in net_ports)}
     attached = routers.attachments(ports, subnets, realizable)
     mine = routers.realized(local_nets, attached)
+    with_gateway = {r for r in mine
+                    if r in router_objects and router_objects[r].external_gateway_info}
     # A network attached to a router realized here is realized here too, even
     # without a local port: routed traffic leaves the node through its VXLAN.
     wanted = local_nets | {n for r in mine for n in attached[r]}
@@ -98,12 +105,21 @@ def compute(
                           [p for p in net_ports if p.binding_host_id == node.id],
                           [p for p in net_ports if p.binding_host_id != node.id], run_dir,
                           groups)
-        rns = routers.attach(rns, net_id, mine, attached, mtus[net_id])
+        rns = routers.attach(rns, net_id, mine, attached, mtus[net_id], with_gateway)
         namespaces[rns.name] = rns
     if only_networks is None:
+        local_ports = {p.id: p for p in ports if p.binding_host_id == node.id}
+        gateway_ports = north_south.node_gateway_ports(ports, node.id)
+        subnet_by_id = {s.id: s for s in subnets}
+        floating_ips = list(floating_ips)
         for router_id in mine:
             rns = routers.router_namespace(node.netns, router_id, attached[router_id], mtus,
                                            NS_SYSCTLS)
+            if router_id in router_objects:
+                cidrs = [s.cidr for subs in attached[router_id].values() for s in subs]
+                rns = north_south.realize(rns, node, router_objects[router_id], networks,
+                                          subnet_by_id, gateway_ports.get(router_id),
+                                          floating_ips, local_ports, cidrs)
             namespaces[rns.name] = rns
     return NodeKernel(node_ns=node.netns, namespaces=namespaces)
 

@@ -72,3 +72,13 @@ def leg_router_end(network_id: str) -> str:
 def leg_network_end(router_id: str) -> str:
     """A network's leg towards a router (in the routing namespace)."""
     return NETWORK_END + router_id.replace("-", "")[:12]
+
+
+# -- north-south (see agent/north_south.py) ------------------------------------
+
+GATEWAY_PREFIX = "qg"
+
+
+def gateway(router_id: str) -> str:
+    """A router's macvlan on the provider network (created in the node namespace, so unique)."""
+    return GATEWAY_PREFIX + router_id.replace("-", "")[:12]

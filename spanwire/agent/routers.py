@@ -45,6 +45,8 @@ from spanwire.agent.state import Addr, Leg, Route, RoutingNs
 from spanwire.model import Port, Subnet
 from spanwire.model.router import DEVICE_OWNER_INTERFACE
 
+DEFAULT = "0.0.0.0/0"
+
 # router id → network id → the subnets of that network attached to the router
 Attachments = dict[str, dict[str, list[Subnet]]]
 
@@ -97,12 +99,14 @@ def router_namespace(node_ns: str, router_id: str, nets: Mapping[str, list[Subne
 
 
 def attach(rns: RoutingNs, network_id: str, routers: list[str], attached: Attachments,
-           mtu: int) -> RoutingNs:
+           mtu: int, gateways: set[str] | frozenset[str] = frozenset()) -> RoutingNs:
     """`rns` (network `network_id`) plus its legs to `routers` and routes via them.
 
     A destination reachable through two routers goes through the one with the
     smaller id, so the result is deterministic; subnets of the network itself
-    are never routed to a router (its /32 routes reach them directly).
+    are never routed to a router (its /32 routes reach them directly). The
+    default route goes to the first router in `gateways` (those with an
+    external gateway), which does the north-south part on this node.
     """
     legs, addrs, routes = set(rns.legs), set(rns.addrs), {r.dst: r for r in rns.routes}
     for router_id in sorted(routers):
@@ -118,6 +122,8 @@ def attach(rns: RoutingNs, network_id: str, routers: list[str], attached: Attach
             for subnet in nets[other]:
                 routes.setdefault(subnet.cidr,
                                   Route(dst=subnet.cidr, dev=dev, via=naming.LEG_ROUTER_IP))
+        if router_id in gateways:
+            routes.setdefault(DEFAULT, Route(dst=DEFAULT, dev=dev, via=naming.LEG_ROUTER_IP))
     return replace(rns, legs=frozenset(legs), addrs=frozenset(addrs),
                    routes=frozenset(routes.values()))
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from spanwire import __version__
-from spanwire.agent import actual, desired, naming, routers
+from spanwire.agent import actual, desired, naming, north_south, routers
 from spanwire.agent.apply import apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
@@ -26,7 +26,7 @@ from spanwire.agent.status import StatusReporter
 from spanwire.dataplane import capabilities
 from spanwire.dataplane.kernel import Kernel
 from spanwire.dataplane.monitor import LinkMonitor
-from spanwire.errors import Compacted, InvalidInput, NotFound, SpanwireError, Unavailable
+from spanwire.errors import Compacted, Conflict, InvalidInput, NotFound, SpanwireError, Unavailable
 from spanwire.model import Node, NodeLiveness
 from spanwire.store import Store, connect
 
@@ -206,7 +206,9 @@ class Agent:
             raise NotFound(f"node {self.node_id} was deleted from the store")
         return desired.compute(node, self.cache.nodes, self.cache.networks,
                                self.cache.subnets, self.cache.ports, self.run_dir, networks,
-                               groups=self.cache.security_view())
+                               groups=self.cache.security_view(),
+                               router_objects=self.cache.routers,
+                               floating_ips=self.cache.floating_ips)
 
     def reconcile(self, networks: set[str] | None = None) -> int:
         """One pass over `networks` (None: all): desired vs actual → ops → apply → statuses.
@@ -222,6 +224,8 @@ class Agent:
             # other attached networks' namespaces): plan them in one full pass.
             networks = None
         want = self.desired(networks)
+        if networks is None:
+            self._claim_gateways(want)
         only = None if networks is None else {
             naming.routing_ns(want.node_ns, n) for n in networks}
         try:
@@ -248,6 +252,33 @@ class Agent:
         if self._store is not None:
             self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
         return len(ops)
+
+    def _claim_gateways(self, want: NodeKernel) -> None:
+        """Claim this node's external address for each router it realizes (and give back
+        those of routers it no longer does). The new port comes back as a watch event,
+        and the next pass realizes the gateway with it.
+        """
+        node = self.cache.nodes[self.node_id]
+        realized = [rns.router_id for rns in want.namespaces.values() if rns.router_id]
+        claim, release = north_south.claims(node, realized, self.cache.routers,
+                                            self.cache.networks, self.cache.ports)
+        if not (claim or release) or self._store is None:
+            return
+        from spanwire.api import node_gateways  # the API's allocator: one IPAM for every port
+
+        for router_id in claim:
+            try:
+                port = node_gateways.claim(self._store, router_id, self.node_id)
+            except (InvalidInput, Conflict) as exc:  # e.g. the external pool is exhausted
+                log.error("event=gateway_claim_failed node=%s router=%s error=%s "
+                          "(no north-south for this router on this node)", self.node_id,
+                          router_id, exc)
+                continue
+            log.info("event=gateway_claimed node=%s router=%s address=%s", self.node_id,
+                     router_id, port.fixed_ips[0].ip_address if port and port.fixed_ips else "-")
+        for router_id in release:
+            node_gateways.release(self._store, router_id, self.node_id)
+            log.info("event=gateway_released node=%s router=%s", self.node_id, router_id)
 
     # -- liveness ----------------------------------------------------------
 

@@ -76,6 +76,22 @@ class Leg:
     peer: str = ""
 
 
+@dataclass(frozen=True, order=True)
+class Gateway:
+    """A router's own leg on a provider network: a macvlan of the node's provider interface.
+
+    Created in the node namespace on `parent` and moved into the router
+    namespace in one message. The plan compares (name, mac, mtu, up); actual
+    gateways never carry `parent`.
+    """
+
+    name: str
+    mac: str
+    mtu: int
+    up: bool = True
+    parent: str = ""
+
+
 @dataclass(frozen=True)
 class Dhcp:
     """One dnsmasq: its exact argv and the files it reads (path → content)."""
@@ -102,6 +118,8 @@ class RoutingNs:
     # router namespace (`router_id` set, no VXLAN/taps) towards its networks.
     legs: frozenset[Leg] = frozenset()
     router_id: str = ""
+    # Router namespaces only: the leg on the provider network (north-south).
+    gateway: Gateway | None = None
     addrs: frozenset[Addr] = frozenset()
     neighs: frozenset[Neigh] = frozenset()
     fdbs: frozenset[Fdb] = frozenset()
@@ -113,10 +131,14 @@ class RoutingNs:
     # Desired only: False when computed without security-group data (read-only
     # callers such as `Testbed.pending_ops`); the table is then left alone.
     security_managed: bool = True
+    # Desired only: the router's NAT table (floating IPs, default SNAT; see
+    # plan/nat.py), None when the router does no NAT on this node.
+    nat: dict[str, Any] | None = None
     # Actual only: the digest the table was written with (None: absent or unreadable)
     # and every `inet` table present, so stale ones (e.g. the old port-security
     # table) are found and removed.
     security_digest: str | None = None
+    nat_digest: str | None = None
     nft_tables: frozenset[str] = frozenset()
     # Actual only: links we do not recognise (deleted by the plan).
     other_links: frozenset[str] = frozenset()

@@ -1,7 +1,8 @@
 """Probe what this kernel can do, in a throwaway namespace, at agent start.
 
-The design depends only on netns, veth, VXLAN, proxy ARP and nftables; the
-rest is reported so an operator sees at a glance what the node lacks.
+The design depends only on netns, veth, VXLAN, proxy ARP and nftables;
+macvlan is needed for north-south (routers' provider legs) only; the rest is
+reported so an operator sees at a glance what the node lacks.
 """
 
 from __future__ import annotations
@@ -58,12 +59,26 @@ def probe(scratch_ns: str) -> dict[str, bool]:
                 caps[name] = True
             except Exception:  # noqa: BLE001 - any failure means "not available"
                 caps[name] = False
+        caps["macvlan"] = _macvlan(ipr, caps)
         caps["nftables_inet"] = _nft(scratch_ns)
     finally:
         kernel.close()
         with contextlib.suppress(SpanwireError, OSError):
             netns.remove(scratch_ns)
     return caps
+
+
+def _macvlan(ipr: object, caps: dict[str, bool]) -> bool:
+    """Routers' provider legs (north-south) are macvlans of the node's provider interface."""
+    if not caps.get("veth"):
+        return False
+    try:
+        parent = ipr.link_lookup(ifname="probe0")[0]  # type: ignore[attr-defined]
+        ipr.link("add", ifname="probemv", kind="macvlan", link=parent,  # type: ignore[attr-defined]
+                 macvlan_mode="bridge")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
 
 
 def _nft(ns: str) -> bool:

@@ -183,6 +183,17 @@ class Kernel:
             vxlan_learning=0, vxlan_port=port, address=mac, mtu=mtu, net_ns_fd=ns,
         )
 
+    def create_macvlan(self, node_ns: str, parent: str, ns: str, name: str, mac: str,
+                       mtu: int) -> None:
+        """A bridge-mode macvlan of `parent` (in `node_ns`), created straight into `ns`."""
+        self._forget_index(ns, name)
+        self._do(
+            f"create macvlan {name} on {parent} in {ns}",
+            self.ipr(node_ns).link,
+            "add", ifname=name, kind="macvlan", link=self._index(node_ns, parent),
+            macvlan_mode="bridge", address=mac, mtu=mtu, net_ns_fd=ns,
+        )
+
     def create_veth(self, ns: str, name: str, peer: str, peer_ns: str, mtu: int | None = None,
                     peer_mac: str | None = None) -> None:
         """A veth pair with `name` in `ns` and `peer` in `peer_ns` (VMs, underlay, router legs)."""

@@ -50,13 +50,35 @@ class TenantAPI:
                              project_id=project_id, cidr=cidr, ip_version=4)
         return str(subnet["id"])
 
-    def router(self, name: str, project_id: str, subnet_ids: list[str]) -> str:
-        """A router with an interface on each subnet (each gets its gateway address)."""
-        router = self.create("router", name=name, project_id=project_id)
+    def external_network(self, name: str, physnet: str, cidr: str, gateway: str,
+                         pool: tuple[str, str]) -> str:
+        """The provider network (flat, `router:external`), as an operator creates it; its id."""
+        net = self.create("network", name=name, shared=False,
+                          **{"router:external": True, "provider:network_type": "flat",
+                             "provider:physical_network": physnet})
+        self.create("subnet", name=f"{name}-v4", network_id=net["id"], cidr=cidr,
+                    ip_version=4, gateway_ip=gateway, enable_dhcp=False,
+                    allocation_pools=[{"start": pool[0], "end": pool[1]}])
+        return str(net["id"])
+
+    def router(self, name: str, project_id: str, subnet_ids: list[str],
+               external_network: str | None = None) -> str:
+        """A router with an interface on each subnet (each gets its gateway address)
+        and, with `external_network`, its gateway there (SNAT on)."""
+        attrs: dict[str, Any] = {"name": name, "project_id": project_id}
+        if external_network:
+            attrs["external_gateway_info"] = {"network_id": external_network}
+        router = self.create("router", **attrs)
         for subnet_id in subnet_ids:
             self._call("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
                        {"subnet_id": subnet_id})
         return str(router["id"])
+
+    def floating_ip(self, external_network: str, project_id: str, port_id: str) -> str:
+        """A floating IP on `external_network` associated with `port_id`; its address."""
+        fip = self.create("floatingip", floating_network_id=external_network,
+                          project_id=project_id, port_id=port_id)
+        return str(fip["floating_ip_address"])
 
     def web_group(self, project_id: str, port: int) -> str:
         """A group admitting only TCP `port` from anywhere (egress: Neutron's defaults)."""

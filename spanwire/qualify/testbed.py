@@ -104,13 +104,15 @@ class Testbed:
         for sub in ("run", "logs"):
             os.makedirs(os.path.join(st.state_dir, sub), exist_ok=True)
         underlay.build_underlay(self.kernel, st.prefix)
+        underlay.build_outside(self.kernel, st.prefix)
         store = self.store()
         for index in range(1, count + 1):
             name = f"node{index}"
             ip = underlay.build_node(self.kernel, st.prefix, name, index)
             st.nodes[name] = ip
             st.save()
-            node = Node(id=name, underlay_ip=ip, netns=underlay.node_ns(st.prefix, name))
+            node = Node(id=name, underlay_ip=ip, netns=underlay.node_ns(st.prefix, name),
+                        provider_mappings={underlay.PHYSNET: underlay.PROVIDER_IFACE})
             store.put(node.key, node.to_bytes())
         if api:
             self._start_api()
@@ -192,7 +194,8 @@ class Testbed:
         cache.load(self.store())
         want = desired.compute(cache.nodes[node], cache.nodes, cache.networks, cache.subnets,
                                cache.ports, os.path.join(self.state.state_dir, "run", node),
-                               groups=cache.security_view())
+                               groups=cache.security_view(), router_objects=cache.routers,
+                               floating_ips=cache.floating_ips)
         keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
         have = actual.read(self.kernel, want.node_ns, os.path.join(self.state.state_dir, "run",
                                                                     node), keys)
@@ -275,6 +278,12 @@ class Testbed:
         if name not in self.state.vms:
             raise NotFound(f"no vm {name}")
         return vm.exec_(self.state.prefix, name, argv, timeout=timeout)
+
+    def outside_exec(self, argv: list[str], timeout: float = 60.0
+                     ) -> subprocess.CompletedProcess[str]:
+        """Run `argv` on the outside host (the provider network's far end)."""
+        return process.run(underlay.outside_ns(self.state.prefix), argv, timeout=timeout,
+                           check=False)
 
     # -- faults (the qualify failover suite) ---------------------------------
 

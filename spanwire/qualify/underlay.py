@@ -1,6 +1,13 @@
-"""The one-machine underlay: a bridge in its own namespace, one namespace per node.
+"""The one-machine underlay and provider network, each a bridge in one namespace.
 
-    <prefix>-ul   bridge br0 ── ul<i> ═ veth ═ ul0 ── <prefix>-<node>  (10.255.0.<i>/24)
+    <prefix>-ul   bridge br0   ── ul<i> ═ veth ═ ul0 ── <prefix>-<node>  (10.255.0.<i>/24)
+                  bridge brpub ── pp<i> ═ veth ═ px0 ── <prefix>-<node>  (no address: the
+                                                                          agent's macvlans)
+                               ── ppo   ═ veth ═ eth0 ── <prefix>-out    (203.0.113.1/24)
+
+The provider network ("public", flat) is a second L2 segment: every node has
+its own leg on it (DESIGN: no network node), and the "outside" host stands for
+the world beyond the cloud (the external subnet's gateway).
 
 Nothing here touches the host's namespace: every link is created directly in
 a namespace of ours.
@@ -16,6 +23,12 @@ from spanwire.errors import SpanwireError
 
 UNDERLAY_NET = "10.255.0"
 BRIDGE = "br0"
+PROVIDER_BRIDGE = "brpub"
+PROVIDER_IFACE = "px0"  # each node's leg on the provider network
+PHYSNET = "public"
+# TEST-NET-3 (RFC 5737): documentation space, never routed on the internet.
+EXTERNAL_CIDR = "203.0.113.0/24"
+OUTSIDE_IP = "203.0.113.1"
 
 
 def underlay_ns(prefix: str) -> str:
@@ -36,25 +49,54 @@ def build_underlay(kernel: Kernel, prefix: str, mtu: int = 1500) -> None:
     sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
                       "net/ipv6/conf/all/disable_ipv6": "1"})
     kernel.set_link(ns, "lo", up=True)
-    if not any(link.name == BRIDGE for link in kernel.links(ns)):
-        kernel.create_bridge(ns, BRIDGE)
-    kernel.set_link(ns, BRIDGE, mtu=mtu, up=True)
+    _bridge(kernel, ns, BRIDGE, mtu)
+    _bridge(kernel, ns, PROVIDER_BRIDGE, mtu)
+
+
+def outside_ns(prefix: str) -> str:
+    return f"{prefix}-out"
+
+
+def _bridge(kernel: Kernel, ns: str, name: str, mtu: int) -> None:
+    if not any(link.name == name for link in kernel.links(ns)):
+        kernel.create_bridge(ns, name)
+    kernel.set_link(ns, name, mtu=mtu, up=True)
+
+
+def _plug(kernel: Kernel, prefix: str, bridge: str, port: str, ns: str, dev: str,
+          mtu: int) -> None:
+    """A veth from `bridge` (underlay namespace) to `dev` in `ns`, both up."""
+    ul = underlay_ns(prefix)
+    if not any(link.name == dev for link in kernel.links(ns)):
+        kernel.create_veth(ul, port, dev, ns, mtu=mtu)
+    kernel.set_master(ul, port, bridge)
+    kernel.set_link(ul, port, mtu=mtu, up=True)
+    kernel.set_link(ns, dev, mtu=mtu, up=True)
+
+
+def build_outside(kernel: Kernel, prefix: str, mtu: int = 1500) -> str:
+    """The host beyond the provider network; returns its namespace."""
+    ns = outside_ns(prefix)
+    netns.create(ns)
+    sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
+                      "net/ipv6/conf/all/disable_ipv6": "1"})
+    kernel.set_link(ns, "lo", up=True)
+    _plug(kernel, prefix, PROVIDER_BRIDGE, "ppo", ns, "eth0", mtu)
+    plen = EXTERNAL_CIDR.split("/")[1]
+    with contextlib.suppress(SpanwireError):
+        kernel.addr(ns, "add", "eth0", f"{OUTSIDE_IP}/{plen}", noprefixroute=False)
+    return ns
 
 
 def build_node(kernel: Kernel, prefix: str, node: str, index: int, mtu: int = 1500) -> str:
     """Create the node's namespace with its underlay leg; return its underlay IP."""
     ns = node_ns(prefix, node)
-    ul = underlay_ns(prefix)
     netns.create(ns)
     sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
                       "net/ipv6/conf/all/disable_ipv6": "1"})
     kernel.set_link(ns, "lo", up=True)
-    leg = f"ul{index}"
-    if not any(link.name == "ul0" for link in kernel.links(ns)):
-        kernel.create_veth(ul, leg, "ul0", ns, mtu=mtu)
-    kernel.set_master(ul, leg, BRIDGE)
-    kernel.set_link(ul, leg, mtu=mtu, up=True)
-    kernel.set_link(ns, "ul0", mtu=mtu, up=True)
+    _plug(kernel, prefix, BRIDGE, f"ul{index}", ns, "ul0", mtu)
+    _plug(kernel, prefix, PROVIDER_BRIDGE, f"pp{index}", ns, PROVIDER_IFACE, mtu)
     ip = node_ip(index)
     with contextlib.suppress(SpanwireError):
         kernel.addr(ns, "add", "ul0", f"{ip}/24", noprefixroute=False)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from spanwire.agent.plan import dhcp, entries, links, security
+from spanwire.agent import naming
+from spanwire.agent.plan import dhcp, entries, links, nat, security
 from spanwire.agent.plan.ops import (
+    AddAddr,
+    Announce,
     CreateLeg,
     CreateNetns,
     DeleteLink,
@@ -51,6 +54,7 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
         *early,
         *per_link,
         *writes,
+        *nat.plan(d, a),
         *dhcp.plan(d, a),
         *removes,
         *late,
@@ -88,6 +92,10 @@ def plan(desired: NodeKernel, actual: NodeKernel) -> list[Op]:
         if stale.dhcp is not None:
             ops.append(StopDhcp(name, stale.dhcp.pid))
         ops.append(DeleteNetns(name))
+    # Last, when everything behind them is in place: addresses that just
+    # appeared on a provider network are announced (floating IPs, SNAT).
+    ops += [Announce(op.ns, op.addr.dev, op.addr.cidr.split("/")[0]) for op in ops
+            if isinstance(op, AddAddr) and op.addr.dev.startswith(naming.GATEWAY_PREFIX)]
     return ops
 
 

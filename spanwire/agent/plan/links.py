@@ -9,8 +9,16 @@ still plans to use, and a router namespace's deletion is a leg's deletion.
 from __future__ import annotations
 
 from spanwire.agent.naming import ROUTER_END
-from spanwire.agent.plan.ops import CreateLeg, CreateVxlan, DeleteLink, MoveTap, Op, SetLink
-from spanwire.agent.state import Leg, RoutingNs, Vxlan
+from spanwire.agent.plan.ops import (
+    CreateGateway,
+    CreateLeg,
+    CreateVxlan,
+    DeleteLink,
+    MoveTap,
+    Op,
+    SetLink,
+)
+from spanwire.agent.state import Gateway, Leg, RoutingNs, Vxlan
 
 
 def _immutable(vx: Vxlan) -> tuple[object, ...]:
@@ -69,6 +77,10 @@ def plan(
     early += early_legs
     late += late_legs
     gone |= {op.name for op in late_legs}
+    early_gw, late_gw, gone_gw = _gateway(node_ns, ns, d.gateway, a.gateway)
+    early += early_gw
+    late += late_gw
+    gone |= gone_gw
     for name in sorted(a.other_links):
         late.append(DeleteLink(ns, name))
         gone.add(name)
@@ -94,3 +106,24 @@ def _legs(ns: str, want: frozenset[Leg], have: frozenset[Leg]) -> tuple[list[Op]
     late += [DeleteLink(ns, name) for name in sorted(set(have_by) - set(want_by))
              if name.startswith(ROUTER_END)]
     return early, late
+
+
+def _gateway(node_ns: str, ns: str, want: Gateway | None, have: Gateway | None
+             ) -> tuple[list[Op], list[Op], set[str]]:
+    """(creations and fixes, deletions, links whose entries are gone) for the gateway leg."""
+    early: list[Op] = []
+    late: list[Op] = []
+    gone: set[str] = set()
+    if have is not None and (want is None or have.name != want.name):
+        # Deleted first when renamed: the new one may take the same MAC.
+        (late if want is None else early).append(DeleteLink(ns, have.name))
+        gone.add(have.name)
+        have = None
+    if want is None:
+        return early, late, gone
+    if have is None:
+        early += [CreateGateway(node_ns, ns, want), SetLink(ns, want.name, up=True)]
+        gone.add(want.name)
+    elif (have.mac, have.mtu, have.up) != (want.mac, want.mtu, want.up):
+        early.append(SetLink(ns, want.name, mtu=want.mtu, mac=want.mac, up=True))
+    return early, late, gone

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spanwire.agent.plan.security_groups import ApplyRuleset
-from spanwire.agent.state import Addr, Dhcp, Fdb, Leg, Neigh, Route, Vxlan
+from spanwire.agent.state import Addr, Dhcp, Fdb, Gateway, Leg, Neigh, Route, Vxlan
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,24 @@ class CreateLeg:
 
     ns: str
     leg: Leg
+
+
+@dataclass(frozen=True)
+class CreateGateway:
+    """A macvlan of the node's provider interface, created in `node_ns` straight into `ns`."""
+
+    node_ns: str
+    ns: str
+    gateway: Gateway
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Gratuitous ARP for `ip` from `dev`: the provider network learns where it lives now."""
+
+    ns: str
+    dev: str
+    ip: str
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,8 @@ Op = (
     | SetSysctl
     | CreateVxlan
     | CreateLeg
+    | CreateGateway
+    | Announce
     | MoveTap
     | SetLink
     | DeleteLink

@@ -253,10 +253,20 @@ def compile_ruleset(
         ("output", "output", 0, [est, [*dhcp_out, {"accept": None}], *vmap("oifname", "i")]),
     ):
         add_chain(name, hook_rules, type="filter", hook=hook, prio=prio, policy="accept")
-    body.append({"add": {"chain": {**tbl, "name": META_CHAIN}}})
+    return seal(table, [*body, *rule_adds])
+
+
+def seal(table: str, cmds: list[Json]) -> Json:
+    """The whole-table document for `cmds` (chains, sets, rules of `table`), with its digest.
+
+    The table is (re)created from nothing in the same transaction, so applying
+    the document is atomic; the digest rule lets a restarted agent tell, with
+    one short read, that the kernel already holds exactly this document.
+    """
     t = {"family": FAMILY, "name": table}
     head = [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
-    doc = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *head, *body, *rule_adds]}
+    meta = {"add": {"chain": {"family": FAMILY, "table": table, "name": META_CHAIN}}}
+    doc = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *head, *cmds, meta]}
     doc["nftables"].append(_meta_rule(table, ruleset_digest(doc)))
     return doc
 
@@ -339,4 +349,4 @@ def digest_from_comment(comment: str | None) -> str | None:
 
 
 __all__ = ["ApplyRuleset", "RulesetChange", "compile_ruleset", "digest_from_comment",
-           "plan_ruleset", "render", "ruleset_digest", "sets_update"]
+           "plan_ruleset", "render", "ruleset_digest", "seal", "sets_update"]
