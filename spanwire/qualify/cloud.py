@@ -118,6 +118,14 @@ def add_port(store: Store, network: Network, node: str, name: str = "",
     return port
 
 
+def gateway_ports(store: Store) -> list[Port]:
+    """Every node's own router gateway port (north-south addresses claimed by agents)."""
+    from spanwire.model.router import DEVICE_OWNER_GATEWAY
+
+    ports = (Port.from_bytes(kv.value) for kv in store.range(Port.prefix()).items)
+    return [p for p in ports if p.device_owner == DEVICE_OWNER_GATEWAY and p.binding_host_id]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -45,8 +45,9 @@ class ProbeResult:
         }
 
 
-def start_whoami(ns: str, name: str) -> subprocess.Popen[bytes]:
-    return process.spawn(ns, [sys.executable, "-m", "spanwire.qualify.whoami", name, str(TCP_PORT)])
+def start_whoami(ns: str, name: str, port: int = TCP_PORT) -> subprocess.Popen[bytes]:
+    """`name` "--peer": answer with the caller's address (the outside host's service)."""
+    return process.spawn(ns, [sys.executable, "-m", "spanwire.qualify.whoami", name, str(port)])
 
 
 def run_probe(ns: str, probe: Probe, timeout: float = 2.0) -> ProbeResult:
@@ -57,7 +58,7 @@ def run_probe(ns: str, probe: Probe, timeout: float = 2.0) -> ProbeResult:
         detail = "reply" if reached else "no reply"
         return ProbeResult(probe, reached, None, detail if reached == probe.expect else
                            f"{detail}, expected {'reply' if probe.expect else 'none'}")
-    script = f"exec 3<>/dev/tcp/{probe.dst_ip}/{TCP_PORT} && head -n1 <&3"
+    script = f"exec 3<>/dev/tcp/{probe.dst_ip}/{probe.port} && head -n1 <&3"
     proc = process.run(ns, ["timeout", str(timeout), "bash", "-c", script],
                        timeout=timeout + 5, check=False)
     answer = proc.stdout.strip() or None

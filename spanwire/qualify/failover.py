@@ -49,25 +49,48 @@ def under_probe(
     allowed_loss: int = 0,
 ) -> FailoverResult:
     """Run `action` in the middle of a `seconds`-long 100 pps probe from `src_ns` to `dst_ip`."""
+    return under_probes(fault, [("", src_ns, dst_ip)], action, seconds, settle, allowed_loss)[0]
+
+
+def under_probes(
+    fault: str,
+    flows: list[tuple[str, str, str]],
+    action: Callable[[], None],
+    seconds: float = 4.0,
+    settle: float = 0.5,
+    allowed_loss: int = 0,
+) -> list[FailoverResult]:
+    """One fault, several simultaneous 100 pps probes ((label, src_ns, dst_ip) each).
+
+    A result's fault is `fault`, followed by its flow's label when it has one.
+    """
     count = int(seconds / RATE_INTERVAL)
-    argv = ["ping", "-n", "-q", "-i", str(RATE_INTERVAL), "-c", str(count), "-W", "1", dst_ip]
-    probe = subprocess.Popen(process.in_ns(src_ns, argv), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    probes = []
+    for _label, src_ns, dst_ip in flows:
+        argv = ["ping", "-n", "-q", "-i", str(RATE_INTERVAL), "-c", str(count), "-W", "1",
+                dst_ip]
+        probes.append(subprocess.Popen(process.in_ns(src_ns, argv), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True))
     detail = ""
+    outputs = []
     try:
         time.sleep(settle)
         try:
             action()
         except Exception as exc:  # noqa: BLE001 - reported as a failed fault injection
             detail = f"fault action failed: {exc}"
-        out, _ = probe.communicate(timeout=seconds + 30)
+        outputs = [probe.communicate(timeout=seconds + 30)[0] for probe in probes]
     finally:
-        if probe.poll() is None:
-            probe.kill()
-            probe.wait()
-    sent, received = _parse(out)
-    lost = sent - received
-    ok = sent > 0 and lost <= allowed_loss and not detail
-    if sent == 0:
-        detail = detail or f"probe did not run: {out.strip()[-200:]}"
-    return FailoverResult(fault, sent, lost, lost * RATE_INTERVAL * 1000, ok, detail)
+        for probe in probes:
+            if probe.poll() is None:
+                probe.kill()
+                probe.wait()
+    results = []
+    for (label, _, _), out in zip(flows, outputs, strict=True):
+        sent, received = _parse(out)
+        lost = sent - received
+        why = detail or ("" if sent else f"probe did not run: {out.strip()[-200:]}")
+        results.append(FailoverResult(f"{fault}: {label}" if label else fault, sent, lost,
+                                      lost * RATE_INTERVAL * 1000,
+                                      sent > 0 and lost <= allowed_loss and not detail, why))
+    return results

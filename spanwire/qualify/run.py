@@ -19,13 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spanwire.errors import Unavailable
-from spanwire.qualify import bandwidth, failover, underlay, vm
+from spanwire.qualify import bandwidth, cloud, failover, underlay, vm
 from spanwire.qualify.connectivity import ProbeResult, run_matrix, start_whoami
 from spanwire.qualify.ledger import Ledger, RunRecord
 from spanwire.qualify.manifest import collect
 from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
 from spanwire.qualify.topology import (
+    DEFAULT_GROUP,
+    FLOATING_IP,
+    OUTSIDE,
+    PEER_PORT,
+    PUBLIC_GROUP,
+    SNAT,
     SUITES,
     TCP_PORT,
     UNDERLAY,
@@ -34,15 +40,14 @@ from spanwire.qualify.topology import (
     bandwidth_pairs,
     connectivity_matrix,
     default_topology,
+    floating_placeholder,
+    north_south_matrix,
+    resolve,
+    snat_placeholder,
 )
 from spanwire.store.etcd_server import EtcdCluster
 
-# Path classes of DESIGN.md that need per-node NAT and the provider network
-# (issue 5); reported as "not run" until the data plane has them.
-PENDING_CLASSES = {
-    "floating-ip": "needs per-node floating IP NAT (not yet in the data plane)",
-    "snat": "needs per-node SNAT (not yet in the data plane)",
-}
+EXTERNAL_POOL = ("203.0.113.10", "203.0.113.250")
 
 
 @dataclass
@@ -61,48 +66,106 @@ class QualifyOptions:
     extra_config: dict[str, Any] = field(default_factory=dict)
 
 
-def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> dict[str, str]:
-    """Networks, groups and VMs of the topology; returns {vm name: its namespace}."""
-    groups: dict[tuple[str, str], list[str] | None] = {}
+@dataclass
+class Built:
+    """What the runner needs of the built topology."""
+
+    namespaces: dict[str, str]  # VM name (and OUTSIDE) → namespace
+    addresses: dict[str, str]  # placeholders (floating IPs, per-node SNAT) → addresses
+
+
+def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> Built:
+    """Provider network, networks, routers, groups, VMs and floating IPs, through the API."""
+    groups: dict[tuple[str, str], list[str]] = {}
     if not bed.state.api_url:
         raise Unavailable("qualification creates its topology through the api, which the "
                           "testbed did not start; see the testbed's logs/api.log")
     api = TenantAPI(bed.state.api_url, bed.state.state_dir)
+    addresses: dict[str, str] = {}
     try:
+        external = api.external_network("public", underlay.PHYSNET, underlay.EXTERNAL_CIDR,
+                                        underlay.OUTSIDE_IP, EXTERNAL_POOL)
         subnets = {spec.name: api.network(spec.name, spec.project, spec.cidr)
                    for spec in topo.networks}
-        for router in topo.routers:
-            api.router(router.name, router.project, [subnets[n] for n in router.networks])
+        router_ids = {
+            router.name: api.router(router.name, router.project,
+                                    [subnets[n] for n in router.networks],
+                                    external_network=external if router.gateway else None)
+            for router in topo.routers}
         for project in {v.project for v in topo.vms if v.group == WEB_GROUP}:
             groups[(project, WEB_GROUP)] = [api.web_group(project, TCP_PORT)]
+        for project in {v.project for v in topo.vms if v.floating}:
+            groups[(project, PUBLIC_GROUP)] = [api.public_group(project)]
+        task = progress.add_task("booting VMs (DHCP)", total=len(topo.vms))
+        namespaces = {OUTSIDE: underlay.outside_ns(bed.state.prefix)}
+        for spec in topo.vms:
+            wanted = groups.get((spec.project, spec.group))
+            if spec.floating and spec.group == DEFAULT_GROUP:
+                wanted = [cloud.default_group(bed.store(), spec.project),
+                          *groups[(spec.project, PUBLIC_GROUP)]]
+            port, _ = bed.vm_create(spec.network, spec.name, node=spec.node, ip=spec.ip,
+                                    security_groups=wanted)
+            if spec.floating:
+                addresses[floating_placeholder(spec.name)] = api.floating_ip(
+                    external, spec.project, port.id)
+            namespaces[spec.name] = vm.vm_ns(bed.state.prefix, spec.name)
+            start_whoami(namespaces[spec.name], spec.name)
+            progress.advance(task)
     finally:
         api.close()
-    task = progress.add_task("booting VMs (DHCP)", total=len(topo.vms))
-    namespaces = {}
-    for spec in topo.vms:
-        bed.vm_create(spec.network, spec.name, node=spec.node, ip=spec.ip,
-                      security_groups=groups.get((spec.project, spec.group)))
-        namespaces[spec.name] = vm.vm_ns(bed.state.prefix, spec.name)
-        start_whoami(namespaces[spec.name], spec.name)
-        progress.advance(task)
-    return namespaces
+    start_whoami(namespaces[OUTSIDE], "--peer", PEER_PORT)
+    addresses |= _node_addresses(bed, topo, router_ids, progress)
+    return Built(namespaces, addresses)
 
 
-def _connectivity(topo: Topology, ns: dict[str, str], progress: Progress) -> list[ProbeResult]:
-    probes = connectivity_matrix(topo)
+def _node_addresses(bed: Testbed, topo: Topology, router_ids: dict[str, str],
+                    progress: Progress, timeout: float = 60.0) -> dict[str, str]:
+    """Each node's own external address per router, once every agent has claimed it and
+    has applied what it needs (so the probes do not race the agents)."""
+    wanted = {(r.name, v.node) for v in topo.vms if (r := topo.uplink(v)) is not None}
+    task = progress.add_task("north-south: per-node gateways", total=len(wanted))
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {}
+        for port in cloud.gateway_ports(bed.store()):
+            for name, rid in router_ids.items():
+                if port.device_id == rid and (name, port.binding_host_id) in wanted:
+                    found[snat_placeholder(name, port.binding_host_id)] = \
+                        port.fixed_ips[0].ip_address
+        progress.update(task, completed=len(found))
+        if len(found) == len(wanted) and not any(bed.pending_ops(n) for n in bed.state.nodes):
+            return found
+        if time.monotonic() > deadline:
+            raise Unavailable(f"nodes did not realize their router gateways in {timeout} s: "
+                              f"have {sorted(found)}")
+        time.sleep(0.2)
+
+
+def _connectivity(topo: Topology, built: Built, progress: Progress) -> list[ProbeResult]:
+    probes = connectivity_matrix(topo) + resolve(north_south_matrix(topo), built.addresses,
+                                                 underlay.OUTSIDE_IP)
     task = progress.add_task("connectivity matrix", total=len(probes))
-    return run_matrix(probes, ns.__getitem__, lambda _r: progress.advance(task))
+    return run_matrix(probes, built.namespaces.__getitem__, lambda _r: progress.advance(task))
 
 
-def _bandwidth(bed: Testbed, topo: Topology, ns: dict[str, str], opts: QualifyOptions,
+def _bandwidth(bed: Testbed, topo: Topology, built: Built, opts: QualifyOptions,
                ledger: Ledger, progress: Progress) -> dict[str, Any]:
     prefix = bed.state.prefix
     first, second = sorted(bed.state.nodes)[:2]
     endpoints = {UNDERLAY: bandwidth.Endpoint(underlay.node_ns(prefix, first),
                                               underlay.node_ns(prefix, second),
                                               bed.state.nodes[second])}
+    ns = built.namespaces
     for cls, (client, server) in bandwidth_pairs(topo).items():
         endpoints[cls] = bandwidth.Endpoint(ns[client], ns[server], topo.vm(server).ip)
+    north_south = _north_south_pairs(topo, second)
+    if FLOATING_IP in north_south:  # the outside → a floating IP of a VM on the second node
+        server = north_south[FLOATING_IP]
+        endpoints[FLOATING_IP] = bandwidth.Endpoint(
+            ns[OUTSIDE], ns[server], built.addresses[floating_placeholder(server)])
+    if SNAT in north_south:  # a VM without floating IP on the first node → the outside
+        endpoints[SNAT] = bandwidth.Endpoint(ns[north_south[SNAT]], ns[OUTSIDE],
+                                             underlay.OUTSIDE_IP)
     task = progress.add_task("bandwidth (iperf3, interleaved)",
                              total=opts.rounds * len(endpoints))
     samples = bandwidth.measure(endpoints, opts.rounds, opts.seconds,
@@ -119,11 +182,26 @@ def _bandwidth(bed: Testbed, topo: Topology, ns: dict[str, str], opts: QualifyOp
     return {"underlay_gbps": underlay_samples, "classes": classes, "normalised": normalised}
 
 
-def _failover(bed: Testbed, topo: Topology, ns: dict[str, str], progress: Progress,
+def _north_south_pairs(topo: Topology, fip_node: str) -> dict[str, str]:
+    """The VM each north-south bandwidth class uses (see `_bandwidth`)."""
+    out: dict[str, str] = {}
+    behind = [v for v in topo.vms if topo.uplink(v) is not None and v.group == DEFAULT_GROUP]
+    fip = next((v for v in behind if v.floating and v.node == fip_node), None)
+    snat = next((v for v in behind if not v.floating), None)
+    if fip is not None:
+        out[FLOATING_IP] = fip.name
+    if snat is not None:
+        out[SNAT] = snat.name
+    return out
+
+
+def _failover(bed: Testbed, topo: Topology, built: Built, progress: Progress,
               etcd: EtcdCluster | None) -> list[failover.FailoverResult]:
     nodes = sorted(bed.state.nodes)
+    ns = built.namespaces
     alpha = [v for v in topo.vms if v.project == "alpha"]
-    src = alpha[0]
+    src = next((v for v in alpha if v.floating), alpha[0])
+    floating_ip = built.addresses.get(floating_placeholder(src.name))
     dst = next(v for v in alpha if v.node != src.node)
     faults: list[tuple[str, Callable[[], None]]] = [
         (f"agent restart on {src.node}", lambda: bed.restart_agent(src.node)),
@@ -136,10 +214,15 @@ def _failover(bed: Testbed, topo: Topology, ns: dict[str, str], progress: Progre
         victim = next(n for n in reversed(nodes) if n not in (src.node, dst.node))
         faults.append((f"node {victim} lost (agent and namespaces)",
                        lambda: bed.kill_node(victim)))
+    # East-west between two surviving nodes, and north-south from the outside to
+    # src's floating IP: neither may notice any fault, a lost node included.
+    flows = [(f"{src.name} → {dst.name}", ns[src.name], dst.ip)]
+    if floating_ip is not None:
+        flows.append((f"outside → {src.name}'s floating IP", ns[OUTSIDE], floating_ip))
     task = progress.add_task("failover", total=len(faults))
     results = []
     for name, action in faults:
-        results.append(failover.under_probe(name, ns[src.name], dst.ip, action))
+        results += failover.under_probes(name, flows, action)
         progress.advance(task)
     return results
 
@@ -171,23 +254,22 @@ def qualify(opts: QualifyOptions, ledger: Ledger, console: Console | None = None
             bed = Testbed.up(opts.state_dir, nodes=opts.nodes, store_url=store_url)
             doc["testbed_prefix"] = bed.state.prefix
             progress.advance(task)
-            ns = _build_topology(bed, topo, progress)
+            built = _build_topology(bed, topo, progress)
             if opts.sabotage is not None:
                 opts.sabotage(bed, topo)
             if "connectivity" in opts.suites:
-                results = _connectivity(topo, ns, progress)
-                doc["connectivity"] = {"probes": [r.to_json() for r in results],
-                                       "not_run": dict(PENDING_CLASSES)}
+                results = _connectivity(topo, built, progress)
+                doc["connectivity"] = {"probes": [r.to_json() for r in results]}
                 bad = sorted({r.probe.path_class for r in results if not r.ok})
                 failures += [f"connectivity: path class {cls} has failing probes" for cls in bad]
             if "bandwidth" in opts.suites:
-                doc["bandwidth"] = _bandwidth(bed, topo, ns, opts, ledger, progress)
+                doc["bandwidth"] = _bandwidth(bed, topo, built, opts, ledger, progress)
                 for cls, r in doc["bandwidth"]["classes"].items():
                     if (r.get("verdict") or {}).get("outcome") == "FAIL":
                         failures.append(f"bandwidth: {cls} regressed against known-good "
                                         f"({r['verdict']['reason']})")
             if "failover" in opts.suites:
-                fo = _failover(bed, topo, ns, progress, etcd)
+                fo = _failover(bed, topo, built, progress, etcd)
                 doc["failover"] = [r.to_json() for r in fo]
                 failures += [f"failover: {r.fault} lost {r.lost} packets {r.detail}".strip()
                              for r in fo if not r.ok]

@@ -80,6 +80,15 @@ class TenantAPI:
                           project_id=project_id, port_id=port_id)
         return str(fip["floating_ip_address"])
 
+    def public_group(self, project_id: str) -> str:
+        """A group admitting ICMP and any TCP from anywhere (for VMs with floating IPs)."""
+        group = self.create("security_group", name="public", project_id=project_id)
+        for proto in ("icmp", "tcp"):
+            self.create("security_group_rule", security_group_id=group["id"],
+                        direction="ingress", ethertype="IPv4", protocol=proto,
+                        remote_ip_prefix="0.0.0.0/0", project_id=project_id)
+        return str(group["id"])
+
     def web_group(self, project_id: str, port: int) -> str:
         """A group admitting only TCP `port` from anywhere (egress: Neutron's defaults)."""
         group = self.create("security_group", name="web", project_id=project_id)

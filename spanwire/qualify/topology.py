@@ -9,7 +9,7 @@ runner only executes probes and compares; what "correct" means lives here.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import permutations
 
 SAME_NODE = "same-node"
@@ -18,13 +18,19 @@ CROSS_PROJECT = "cross-project"
 CROSS_SUBNET = "cross-subnet"
 SG_ALLOWED = "sg-allowed"
 SG_DENIED = "sg-denied"
+FLOATING_IP = "floating-ip"
+SNAT = "snat"
 UNDERLAY = "underlay"
 
-PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_SUBNET, CROSS_PROJECT, SG_ALLOWED, SG_DENIED)
+PATH_CLASSES = (SAME_NODE, CROSS_NODE, CROSS_SUBNET, CROSS_PROJECT, SG_ALLOWED, SG_DENIED,
+                FLOATING_IP, SNAT)
 DEFAULT_GROUP = "default"
 WEB_GROUP = "web"  # ingress tcp TCP_PORT from anywhere, nothing else
+PUBLIC_GROUP = "public"  # ingress icmp and any tcp from anywhere (VMs with a floating IP)
 SUITES = ("connectivity", "bandwidth", "failover")
 TCP_PORT = 7007  # the VMs' whoami service
+PEER_PORT = 7008  # the outside host's service answering with the caller's address
+OUTSIDE = "outside"  # the host beyond the provider network, as a probe source/target
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,18 @@ class VMSpec:
     node: str
     ip: str
     group: str = DEFAULT_GROUP
+    # Has a floating IP; in the default group it is also in PUBLIC_GROUP, so the
+    # outside can use it ("w1" keeps only its web group: the outside may not ping it).
+    floating: bool = False
 
-    def admits(self, src: VMSpec, proto: str) -> bool:
-        """Neutron semantics of this VM's one security group for ingress from `src`."""
+    def admits(self, src: VMSpec | None, proto: str) -> bool:
+        """Neutron semantics of this VM's security groups for ingress from `src`
+        (None: the outside host, in no group and no project)."""
+        if self.floating and self.group == DEFAULT_GROUP and proto in ("icmp", "tcp"):
+            return True
         if self.group == WEB_GROUP:
             return proto == "tcp"
-        return src.group == DEFAULT_GROUP and src.project == self.project
+        return src is not None and src.group == DEFAULT_GROUP and src.project == self.project
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class RouterSpec:
     name: str
     project: str
     networks: tuple[str, ...]
+    gateway: bool = False  # its external gateway on the provider network (SNAT on)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,11 @@ class Topology:
     def vm(self, name: str) -> VMSpec:
         return next(v for v in self.vms if v.name == name)
 
+    def uplink(self, vm: VMSpec) -> RouterSpec | None:
+        """The router that takes `vm`'s traffic to the outside (first by name), if any."""
+        return next((r for r in sorted(self.routers, key=lambda r: r.name)
+                     if r.gateway and vm.network in r.networks), None)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -86,6 +104,7 @@ class Probe:
     proto: str  # "icmp" or "tcp"
     expect: bool
     responder: str | None = None
+    port: int = TCP_PORT
 
     @property
     def label(self) -> str:
@@ -94,6 +113,11 @@ class Probe:
 
 def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
     """Two projects with one overlapping CIDR; alpha has 2 VMs per node, beta 1.
+
+    Both projects' routers have their gateway on the provider network, so every
+    VM reaches the outside through SNAT on its own node; alpha's first VM on
+    every node, beta's first VM (same fixed address as alpha's first, on the
+    same node) and "w1" have floating IPs.
 
     beta's first VM deliberately holds the same address as alpha's first, so a
     leak between projects would be visible as a reply from the wrong VM.
@@ -110,12 +134,15 @@ def default_topology(nodes: list[str], cidr: str = "10.10.0.0/24") -> Topology:
     vms: list[VMSpec] = []
     for i, node in enumerate(nodes):
         for n in (2 * i, 2 * i + 1):
-            vms.append(VMSpec(f"a{n + 1}", "alpha", "alpha-net", node, str(hosts[10 + n])))
+            vms.append(VMSpec(f"a{n + 1}", "alpha", "alpha-net", node, str(hosts[10 + n]),
+                              floating=n == 2 * i))
         ip = hosts[10] if i == 0 else hosts[100 + i]
-        vms.append(VMSpec(f"b{i + 1}", "beta", "beta-net", node, str(ip)))
-    vms.append(VMSpec("w1", "alpha", "alpha-net", nodes[-1], str(hosts[60]), WEB_GROUP))
+        vms.append(VMSpec(f"b{i + 1}", "beta", "beta-net", node, str(ip), floating=i == 0))
+    vms.append(VMSpec("w1", "alpha", "alpha-net", nodes[-1], str(hosts[60]), WEB_GROUP,
+                      floating=True))
     vms.append(VMSpec("c1", "alpha", "alpha-net2", nodes[-1], "10.20.0.10"))
-    routers = (RouterSpec("alpha-router", "alpha", ("alpha-net", "alpha-net2")),)
+    routers = (RouterSpec("alpha-router", "alpha", ("alpha-net", "alpha-net2"), gateway=True),
+               RouterSpec("beta-router", "beta", ("beta-net",), gateway=True))
     return Topology(("alpha", "beta"), nets, tuple(vms), routers)
 
 
@@ -148,6 +175,53 @@ def connectivity_matrix(topo: Topology) -> list[Probe]:
             probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "icmp", False))
             probes.append(Probe(CROSS_PROJECT, src.name, dst.ip, "tcp", False))
     return probes
+
+
+def floating_placeholder(vm: str) -> str:
+    """Stands for `vm`'s floating IP in a probe until the runner knows the address."""
+    return f"fip:{vm}"
+
+
+def snat_placeholder(router: str, node: str) -> str:
+    """Stands for `router`'s own external address on `node` (claimed by that node's agent)."""
+    return f"snat:{router}@{node}"
+
+
+def north_south_matrix(topo: Topology) -> list[Probe]:
+    """The outside → every floating IP (answered by its own VM, or refused by its groups),
+    and every VM behind a router with a gateway → the outside (seen with its floating IP,
+    or with its own node's SNAT address of that router).
+
+    Addresses allocated at run time are placeholders (`floating_placeholder`,
+    `snat_placeholder`) that the runner resolves with `resolve`.
+    """
+    probes: list[Probe] = []
+    for vm in topo.vms:
+        if vm.floating and topo.uplink(vm) is not None:
+            for proto in ("icmp", "tcp"):
+                expect = vm.admits(None, proto)
+                probes.append(Probe(FLOATING_IP, OUTSIDE, floating_placeholder(vm.name), proto,
+                                    expect, vm.name if expect else None))
+    for vm in topo.vms:
+        router = topo.uplink(vm)
+        if router is None:
+            continue
+        seen = floating_placeholder(vm.name) if vm.floating else \
+            snat_placeholder(router.name, vm.node)
+        probes.append(Probe(SNAT, vm.name, OUTSIDE, "tcp", True, seen, PEER_PORT))
+    return probes
+
+
+def resolve(probes: list[Probe], addresses: dict[str, str], outside_ip: str) -> list[Probe]:
+    """Probes with placeholders replaced by real addresses (KeyError names a missing one)."""
+    def real(value: str) -> str:
+        if value == OUTSIDE:
+            return outside_ip
+        return addresses[value] if value.startswith(("fip:", "snat:")) else value
+
+    return [replace(p, dst_ip=real(p.dst_ip),
+                    responder=real(p.responder) if p.responder else p.responder)
+            for p in probes]
 
 
 def bandwidth_pairs(topo: Topology) -> dict[str, tuple[str, str]]:

@@ -8,12 +8,20 @@ from spanwire.qualify.topology import (
     CROSS_NODE,
     CROSS_PROJECT,
     CROSS_SUBNET,
+    FLOATING_IP,
+    OUTSIDE,
+    PEER_PORT,
     SAME_NODE,
     SG_ALLOWED,
     SG_DENIED,
+    SNAT,
     bandwidth_pairs,
     connectivity_matrix,
     default_topology,
+    floating_placeholder,
+    north_south_matrix,
+    resolve,
+    snat_placeholder,
 )
 
 
@@ -51,11 +59,47 @@ def test_bandwidth_pairs_and_bad_input() -> None:
 
 
 def test_security_group_probes_follow_neutron_semantics() -> None:
-    probes = connectivity_matrix(default_topology(["n1", "n2"]))
+    topo = default_topology(["n1", "n2"])
+    probes = connectivity_matrix(topo)
     into_web = [p for p in probes if p.dst_ip == "10.10.0.61" and p.src.startswith("a")]
     assert {(p.proto, p.expect) for p in into_web} == {("tcp", True), ("icmp", False)}
     out_of_web = [p for p in probes if p.src == "w1" and p.path_class != CROSS_PROJECT]
-    assert out_of_web and not any(p.expect for p in out_of_web)  # default group admits members
+    closed = {v.ip for v in topo.vms if not v.floating}  # only in the default group
+    # the default group admits its members only; the public group (VMs with a
+    # floating IP) admits anyone
+    assert out_of_web and all(p.expect == (p.dst_ip not in closed) for p in out_of_web)
+    assert any(not p.expect for p in out_of_web) and any(p.expect for p in out_of_web)
+
+
+def test_north_south_probes_name_who_answers_and_which_address_is_seen() -> None:
+    topo = default_topology(["n1", "n2", "n3"])
+    probes = north_south_matrix(topo)
+    fips = [p for p in probes if p.path_class == FLOATING_IP]
+    # alpha's first VM on every node, beta's first (same fixed IP as a1) and w1
+    assert {p.responder for p in fips if p.expect} == {"a1", "a3", "a5", "b1", "w1"}
+    assert all(p.src == OUTSIDE for p in fips)
+    # w1 keeps only its web group: the outside may use TCP but not ping it
+    assert {(p.proto, p.expect) for p in fips if p.dst_ip == floating_placeholder("w1")} == {
+        ("tcp", True), ("icmp", False)}
+    snat = {p.src: p for p in probes if p.path_class == SNAT}
+    assert set(snat) == {v.name for v in topo.vms}  # every network here has a router uplink
+    assert snat["a1"].responder == floating_placeholder("a1")
+    assert snat["a2"].responder == snat_placeholder("alpha-router", "n1")
+    assert snat["b2"].responder == snat_placeholder("beta-router", "n2")
+    assert snat["c1"].responder == snat_placeholder("alpha-router", "n3")
+    assert all(p.port == PEER_PORT and p.dst_ip == OUTSIDE for p in snat.values())
+
+    addresses = {floating_placeholder(v): f"203.0.113.{i}" for i, v in
+                 enumerate(["a1", "a3", "a5", "b1", "w1"], 20)}
+    addresses |= {snat_placeholder(r, n): f"203.0.113.{i}" for i, (r, n) in enumerate(
+        [(r, n) for r in ("alpha-router", "beta-router") for n in ("n1", "n2", "n3")], 40)}
+    real = resolve(probes, addresses, "203.0.113.1")
+    assert not any(x in p.dst_ip + str(p.responder) for p in real for x in ("fip:", "snat:"))
+    assert {p.dst_ip for p in real if p.path_class == SNAT} == {"203.0.113.1"}
+    assert next(p for p in real if p.src == "a2").responder == \
+        addresses[snat_placeholder("alpha-router", "n1")]
+    with pytest.raises(KeyError):
+        resolve(probes, {}, "203.0.113.1")
 
 
 def test_routed_networks_reach_each_other_only_inside_the_project() -> None:
