@@ -87,8 +87,11 @@ def compute(
                   if any(p.binding_host_id == node.id for p in net_ports)}
     attached = routers.attachments(ports, subnets, realizable)
     mine = routers.realized(local_nets, attached)
-    with_gateway = {r for r in mine
-                    if r in router_objects and router_objects[r].external_gateway_info}
+    # Default routes go only to routers whose gateway is realized on this node.
+    gateway_ports = north_south.node_gateway_ports(ports, node.id)
+    subnet_by_id = {s.id: s for s in subnets}
+    with_gateway = {r for r in mine if r in router_objects and north_south.gateway_address(
+        node, router_objects[r], networks, subnet_by_id, gateway_ports.get(r))}
     # A network attached to a router realized here is realized here too, even
     # without a local port: routed traffic leaves the node through its VXLAN.
     wanted = local_nets | {n for r in mine for n in attached[r]}
@@ -109,8 +112,6 @@ def compute(
         namespaces[rns.name] = rns
     if only_networks is None:
         local_ports = {p.id: p for p in ports if p.binding_host_id == node.id}
-        gateway_ports = north_south.node_gateway_ports(ports, node.id)
-        subnet_by_id = {s.id: s for s in subnets}
         floating_ips = list(floating_ips)
         for router_id in mine:
             rns = routers.router_namespace(node.netns, router_id, attached[router_id], mtus,

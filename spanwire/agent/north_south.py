@@ -77,10 +77,33 @@ def claims(node: Node, realized: Iterable[str], routers: Mapping[str, Router],
     A node claims an address for every router it realizes with a gateway it
     can reach, and gives back the addresses of routers it no longer realizes
     (the API removes them itself when a gateway is cleared or a router deleted).
+    A port left on a network the router's gateway is no longer on is released
+    and claimed again (release first: one port per router and node).
     """
     have = node_gateway_ports(ports, node.id)
     want = {r for r in realized if r in routers and uplink(node, routers[r], networks)}
-    return sorted(want - set(have)), sorted(set(have) - set(realized))
+    stale = {r for r in want & set(have) if not _on_gateway_network(have[r], routers[r])}
+    release = (set(have) - set(realized)) | stale
+    return sorted((want - set(have)) | stale), sorted(release)
+
+
+def _on_gateway_network(port: Port, router: Router) -> bool:
+    info = router.external_gateway_info
+    return info is not None and port.network_id == info.network_id
+
+
+def gateway_address(node: Node, router: Router, networks: Mapping[str, Network],
+                    subnets: Mapping[str, Subnet], port: Port | None
+                    ) -> tuple[Uplink, Port, Subnet, str] | None:
+    """(uplink, port, external subnet, address) when `router`'s gateway can be realized on
+    `node` now: the node is wired to its network and has claimed its own port there."""
+    up = uplink(node, router, networks)
+    if up is None or port is None or not _on_gateway_network(port, router):
+        return None
+    fixed = next((f for f in port.fixed_ips if f.subnet_id in subnets), None)
+    if fixed is None:
+        return None
+    return up, port, subnets[fixed.subnet_id], fixed.ip_address
 
 
 def realize(
@@ -100,16 +123,13 @@ def realize(
     only where its port is). Unchanged when the router has no reachable
     gateway here or its port is not claimed yet.
     """
-    up = uplink(node, router, networks)
-    if up is None or gateway_port is None:
+    found = gateway_address(node, router, networks, subnets, gateway_port)
+    if found is None:
         return rns
-    fixed = next((f for f in gateway_port.fixed_ips if f.subnet_id in subnets), None)
-    if fixed is None:
-        return rns
-    ext = subnets[fixed.subnet_id]
+    up, gw_port, ext, address = found
     dev = naming.gateway(router.id)
     plen = ipaddress.IPv4Network(ext.cidr).prefixlen
-    addrs = set(rns.addrs) | {Addr(dev=dev, cidr=f"{fixed.ip_address}/{plen}")}
+    addrs = set(rns.addrs) | {Addr(dev=dev, cidr=f"{address}/{plen}")}
     routes = set(rns.routes) | {Route(dst=ext.cidr, dev=dev)}
     if ext.gateway_ip:
         routes.add(Route(dst="0.0.0.0/0", dev=dev, via=ext.gateway_ip))
@@ -123,8 +143,8 @@ def realize(
         addrs.add(Addr(dev=dev, cidr=f"{fip.floating_ip_address}/32"))
         maps.append(FloatingMap(fip.floating_ip_address, fip.fixed_ip_address))
     info = router.external_gateway_info
-    snat_ip = fixed.ip_address if info is not None and info.enable_snat else None
-    gateway = Gateway(name=dev, mac=gateway_port.mac_address,
+    snat_ip = address if info is not None and info.enable_snat else None
+    gateway = Gateway(name=dev, mac=gw_port.mac_address,
                       mtu=min(up.network.mtu, node.underlay_mtu), parent=up.interface)
     return replace(rns, gateway=gateway, addrs=frozenset(addrs), routes=frozenset(routes),
                    nat=compile_nat(dev, maps, snat_ip, internal_cidrs))

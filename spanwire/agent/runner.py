@@ -266,6 +266,9 @@ class Agent:
             return
         from spanwire.api import node_gateways  # the API's allocator: one IPAM for every port
 
+        for router_id in release:  # first: a stale port is released, then claimed again
+            node_gateways.release(self._store, router_id, self.node_id)
+            log.info("event=gateway_released node=%s router=%s", self.node_id, router_id)
         for router_id in claim:
             try:
                 port = node_gateways.claim(self._store, router_id, self.node_id)
@@ -276,9 +279,6 @@ class Agent:
                 continue
             log.info("event=gateway_claimed node=%s router=%s address=%s", self.node_id,
                      router_id, port.fixed_ips[0].ip_address if port and port.fixed_ips else "-")
-        for router_id in release:
-            node_gateways.release(self._store, router_id, self.node_id)
-            log.info("event=gateway_released node=%s router=%s", self.node_id, router_id)
 
     # -- liveness ----------------------------------------------------------
 

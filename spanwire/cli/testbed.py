@@ -48,7 +48,14 @@ def register(app: typer.Typer) -> None:
             console.print("api: not running (spanwire serve unavailable or --no-api)")
         console.print(f"  spanwire vm create --state-dir {st.state_dir} --network demo vm1\n"
                       f"  spanwire vm exec --state-dir {st.state_dir} vm1 -- ip addr\n"
+                      f"  spanwire outside --state-dir {st.state_dir} -- ping -c1 FLOATING_IP\n"
                       f"  spanwire down --state-dir {st.state_dir}")
+        if st.external_network:
+            console.print("provider network: [bold]public[/] (203.0.113.0/24, gateway and "
+                          "outside host 203.0.113.1)\n"
+                          "  openstack --os-cloud spanwire router create --external-gateway "
+                          "public demo-router\n"
+                          "  openstack --os-cloud spanwire floating ip create public")
 
     @app.command()
     @friendly
@@ -76,6 +83,26 @@ def register(app: typer.Typer) -> None:
                 kernel.close()
         console.print(f"removed {len(removed)} namespaces" if removed or state
                       else f"nothing to remove in {state_dir}")
+
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @friendly
+    def outside(
+        ctx: typer.Context,
+        state_dir: str = typer.Option(STATE_DIR, "--state-dir", help="Where state lives."),
+    ) -> None:
+        """Run a command on the outside host (203.0.113.1, beyond the provider network):
+        spanwire outside -- CMD ..."""
+        from spanwire.qualify.testbed import Testbed
+
+        argv = [a for a in ctx.args if a != "--"]
+        if not argv:
+            raise typer.BadParameter("give a command after --, e.g. -- ping -c1 203.0.113.10",
+                                     param_hint="CMD")
+        proc = Testbed.attach(state_dir).outside_exec(argv, timeout=3600)
+        typer.echo(proc.stdout, nl=False)
+        if proc.stderr:
+            typer.echo(proc.stderr, nl=False, err=True)
+        raise typer.Exit(proc.returncode)
 
     vm = typer.Typer(help="Testbed VMs (namespaces with a DHCP client).", no_args_is_help=True)
     app.add_typer(vm, name="vm")

@@ -47,8 +47,6 @@ from spanwire.qualify.topology import (
 )
 from spanwire.store.etcd_server import EtcdCluster
 
-EXTERNAL_POOL = ("203.0.113.10", "203.0.113.250")
-
 
 @dataclass
 class QualifyOptions:
@@ -83,8 +81,9 @@ def _build_topology(bed: Testbed, topo: Topology, progress: Progress) -> Built:
     api = TenantAPI(bed.state.api_url, bed.state.state_dir)
     addresses: dict[str, str] = {}
     try:
-        external = api.external_network("public", underlay.PHYSNET, underlay.EXTERNAL_CIDR,
-                                        underlay.OUTSIDE_IP, EXTERNAL_POOL)
+        external = bed.state.external_network or api.external_network(
+            underlay.EXTERNAL_NETWORK, underlay.PHYSNET, underlay.EXTERNAL_CIDR,
+            underlay.OUTSIDE_IP, underlay.EXTERNAL_POOL)
         subnets = {spec.name: api.network(spec.name, spec.project, spec.cidr)
                    for spec in topo.networks}
         router_ids = {

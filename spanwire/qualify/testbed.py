@@ -43,6 +43,7 @@ class TestbedState:
     files: list[str] = field(default_factory=list)  # files/dirs we created
     vms: dict[str, dict[str, str]] = field(default_factory=dict)
     made_state_dir: bool = False
+    external_network: str = ""  # id of the provider network "public", made by `up`
 
     def save(self) -> None:
         path = os.path.join(self.state_dir, STATE_FILE)
@@ -94,6 +95,8 @@ class Testbed:
         try:
             bed._build(nodes, api)
             bed.wait_ready(wait)
+            if bed.state.api_url:
+                bed._provider_network()
         except BaseException:
             bed.down()
             raise
@@ -128,6 +131,20 @@ class Testbed:
         from spanwire.qualify import cloud
 
         cloud.start_api(self)
+
+    def _provider_network(self) -> None:
+        """The flat external network every node is wired to, as an operator would create it,
+        so tenants can give their routers a gateway and take floating IPs at once."""
+        from spanwire.qualify.tenant import TenantAPI
+
+        api = TenantAPI(self.state.api_url, self.state.state_dir)
+        try:
+            self.state.external_network = api.external_network(
+                underlay.EXTERNAL_NETWORK, underlay.PHYSNET, underlay.EXTERNAL_CIDR,
+                underlay.OUTSIDE_IP, underlay.EXTERNAL_POOL)
+        finally:
+            api.close()
+        self.state.save()
 
     def store(self) -> Store:
         if self._store is None:

@@ -29,6 +29,8 @@ PHYSNET = "public"
 # TEST-NET-3 (RFC 5737): documentation space, never routed on the internet.
 EXTERNAL_CIDR = "203.0.113.0/24"
 OUTSIDE_IP = "203.0.113.1"
+EXTERNAL_POOL = ("203.0.113.10", "203.0.113.250")  # floating IPs and per-node SNAT addresses
+EXTERNAL_NETWORK = "public"
 
 
 def underlay_ns(prefix: str) -> str:

@@ -2,21 +2,42 @@
 
 It is strict where the real kernel is strict (no duplicate links or
 addresses, no entries on missing links, routes need an up device), so a plan
-that runs here in order also runs on a real kernel.
+that runs here in order also runs on a real kernel. Gratuitous ARPs leave no
+kernel state: `execute` returns them alongside the kernel, in the order sent.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from spanwire.agent.plan import nat, security
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.security_groups import RulesetChange, digest_from_comment
 from spanwire.agent.state import Leg, NodeKernel, RoutingNs, Tap
 
+# The tables whose digest the actual state carries, and in which field.
+DIGESTS = {security.TABLE: "security_digest", nat.TABLE: "nat_digest"}
+
 
 class SimError(AssertionError):
     pass
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One gratuitous ARP as it left the wire: `ip` at the MAC `dev` had when it was sent."""
+
+    ns: str
+    dev: str
+    ip: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Run:
+    kernel: NodeKernel
+    announced: tuple[Announcement, ...] = ()
 
 
 def _links(rns: RoutingNs) -> dict[str, bool]:
@@ -25,6 +46,8 @@ def _links(rns: RoutingNs) -> dict[str, bool]:
         out[rns.vxlan.name] = rns.vxlan.up
     out.update({t.name: t.up for t in rns.taps})
     out.update({leg.name: leg.up for leg in rns.legs})
+    if rns.gateway is not None:
+        out[rns.gateway.name] = rns.gateway.up
     out.update({name: True for name in rns.other_links})
     return out
 
@@ -57,6 +80,29 @@ def _digest(payload: str) -> str | None:
     return None
 
 
+def _table(payload: str) -> str | None:
+    """The table an nft batch (re)creates, or None for an in-place update (sets, digest)."""
+    for cmd in json.loads(payload)["nftables"]:
+        table = cmd.get("add", {}).get("table")
+        if table:
+            return str(table["name"])
+    return None
+
+
+def _mac_busy(spaces: dict[str, RoutingNs], ns: str, name: str, mac: str) -> None:
+    """macvlan refuses to come up (or take a MAC while up) with a MAC another up one has.
+
+    The kernel checks per parent device; the sim cannot see parents, so it
+    checks every gateway of the node (no two routers' ports share a MAC).
+    """
+    for other_ns, other in spaces.items():
+        gw = other.gateway
+        if gw is None or (other_ns, gw.name) == (ns, name):
+            continue
+        if gw.up and gw.mac == mac:
+            raise SimError(f"{ns}: {name} with {mac}: address in use by {other_ns}/{gw.name}")
+
+
 def _drop_leg(rns: RoutingNs, name: str) -> RoutingNs:
     rns = _drop_dev(rns, name)
     return replace(rns, legs=frozenset(leg for leg in rns.legs if leg.name != name))
@@ -74,8 +120,14 @@ def _drop_peers(spaces: dict[str, RoutingNs], ns: str, legs: frozenset[Leg]) -> 
 
 
 def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
+    return execute(kernel, ops).kernel
+
+
+def execute(kernel: NodeKernel, ops: list[o.Op]) -> Run:
+    """Run `ops` in order on `kernel`; the result and the gratuitous ARPs sent."""
     spaces = dict(kernel.namespaces)
     loose = set(kernel.loose_taps)
+    announced: list[Announcement] = []
     for op in ops:
         if isinstance(op, o.CreateNetns):
             if op.ns in spaces:
@@ -109,6 +161,24 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
                 if vx.name in _links(rns):
                     raise SimError(f"link {vx.name} exists")
                 rns = replace(rns, vxlan=replace(vx, up=False))
+            case o.CreateGateway(_, _, gw):
+                if not gw.parent:
+                    raise SimError(f"gateway {gw.name}: no parent interface")
+                if gw.name in _links(rns):
+                    raise SimError(f"link {gw.name} exists")
+                if rns.gateway is not None:
+                    raise SimError(f"{op.ns}: already has gateway {rns.gateway.name}")
+                # As read back: the parent is not visible from the router namespace.
+                rns = replace(rns, gateway=replace(gw, up=False, parent=""))
+            case o.Announce(_, dev, ip):
+                gw = rns.gateway
+                if gw is None or gw.name != dev:
+                    raise SimError(f"{op.ns}: announce from {dev}, which is no gateway")
+                if not gw.up:
+                    raise SimError(f"{op.ns}: announce from {dev}, which is down")
+                if not any(a.dev == dev and a.cidr.split("/")[0] == ip for a in rns.addrs):
+                    raise SimError(f"{op.ns}: announce of {ip}, which {dev} does not hold")
+                announced.append(Announcement(op.ns, dev, ip, gw.mac))
             case o.MoveTap(_, _, name):
                 if name not in loose:
                     raise SimError(f"tap {name} is not in the node namespace")
@@ -122,6 +192,12 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
                     rns = replace(rns, vxlan=replace(rns.vxlan, up=up,
                                                      mtu=mtu or rns.vxlan.mtu,
                                                      mac=mac or rns.vxlan.mac))
+                elif rns.gateway is not None and rns.gateway.name == name:
+                    gw = replace(rns.gateway, up=up, mtu=mtu or rns.gateway.mtu,
+                                 mac=mac or rns.gateway.mac)
+                    if gw.up:
+                        _mac_busy(spaces, op.ns, name, gw.mac)
+                    rns = replace(rns, gateway=gw)
                 elif name in {t.name for t in rns.taps}:
                     old = next(t for t in rns.taps if t.name == name)
                     rns = replace(rns, taps=(rns.taps - {old}) | {
@@ -140,6 +216,8 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
                 rns = _drop_dev(rns, name)
                 if rns.vxlan is not None and rns.vxlan.name == name:
                     rns = replace(rns, vxlan=None)
+                if rns.gateway is not None and rns.gateway.name == name:
+                    rns = replace(rns, gateway=None)
                 rns = replace(rns, taps=frozenset(t for t in rns.taps if t.name != name),
                               other_links=rns.other_links - {name})
             case o.AddAddr(_, addr):
@@ -190,15 +268,25 @@ def run(kernel: NodeKernel, ops: list[o.Op]) -> NodeKernel:
             case o.ApplyRuleset(_, RulesetChange.DELETE, _, table):
                 if table not in rns.nft_tables:
                     raise SimError(f"no table {table} to delete")
-                rns = replace(rns, nft_tables=rns.nft_tables - {table},
-                              security_digest=None if table == "spanwire"
-                              else rns.security_digest)
+                rns = replace(rns, nft_tables=rns.nft_tables - {table})
+                if table in DIGESTS:
+                    rns = replace(rns, **{DIGESTS[table]: None})
             case o.ApplyRuleset(_, change, payload, table):
-                if change == RulesetChange.SETS and rns.security_digest is None:
-                    raise SimError("set update on a table without digest")
-                rns = replace(rns, nft_tables=rns.nft_tables | {table},
-                              security_digest=_digest(payload))
+                field = DIGESTS.get(table)
+                creates = _table(payload)
+                if change == RulesetChange.SETS:
+                    if table not in rns.nft_tables or field is None or \
+                            getattr(rns, field) is None:
+                        raise SimError(f"set update of {table}, which has no digest")
+                    if creates is not None:
+                        raise SimError(f"set update of {table} recreates table {creates}")
+                elif creates != table:
+                    raise SimError(f"op for table {table} carries table {creates}")
+                rns = replace(rns, nft_tables=rns.nft_tables | {table})
+                if field is not None:
+                    rns = replace(rns, **{field: _digest(payload)})
             case _:
                 raise SimError(f"unknown op {op}")
         spaces[op.ns] = rns
-    return NodeKernel(node_ns=kernel.node_ns, namespaces=spaces, loose_taps=frozenset(loose))
+    return Run(NodeKernel(node_ns=kernel.node_ns, namespaces=spaces, loose_taps=frozenset(loose)),
+               tuple(announced))

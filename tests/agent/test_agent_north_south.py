@@ -39,9 +39,7 @@ class World:
     def __init__(self, bed: Testbed) -> None:
         self.bed = bed
         self.api = TenantAPI(bed.state.api_url, bed.state.state_dir)
-        self.ext = self.api.external_network(
-            "public", underlay.PHYSNET, underlay.EXTERNAL_CIDR, underlay.OUTSIDE_IP,
-            ("203.0.113.10", "203.0.113.200"))
+        self.ext = bed.state.external_network  # made by `up`, as an operator would
         subnet = self.api.network("blue", PROJECT, "10.40.0.0/24")
         self.router = self.api.router("rb", PROJECT, [subnet], external_network=self.ext)
         group = self.api.create("security_group", name="open", project_id=PROJECT)

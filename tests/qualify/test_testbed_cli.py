@@ -43,7 +43,12 @@ def test_up_vm_down_and_down_again(state_dir: str) -> None:
     result = runner.invoke(app, ["up", "--nodes", "2", "--no-api", "--state-dir", state_dir])
     assert result.exit_code == 0, result.output
     state = TestbedState.load(state_dir)
-    assert state is not None and len(_leftovers(state.prefix)) == 3  # underlay + 2 nodes
+    # underlay (with the provider bridge), the outside host, 2 nodes
+    assert state is not None and len(_leftovers(state.prefix)) == 4
+    result = runner.invoke(app, ["outside", "--state-dir", state_dir, "--", "ip", "-4", "-o",
+                                 "addr", "show", "eth0"])
+    assert result.exit_code == 0 and "203.0.113.1/24" in result.output, result.output
+    assert runner.invoke(app, ["outside", "--state-dir", state_dir]).exit_code != 0
     bed = Testbed.attach(state_dir)
     cloud.add_network(bed.store(), "demo", vni=6001, cidr="10.60.0.0/24")
     for name, node in (("vm1", "node1"), ("vm2", "node2")):

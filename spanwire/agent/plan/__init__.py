@@ -23,6 +23,7 @@ from spanwire.agent.plan.ops import (
     DeleteLink,
     DeleteNetns,
     Op,
+    SetLink,
     StopDhcp,
 )
 from spanwire.agent.state import NodeKernel, RoutingNs
@@ -92,11 +93,23 @@ def plan(desired: NodeKernel, actual: NodeKernel) -> list[Op]:
         if stale.dhcp is not None:
             ops.append(StopDhcp(name, stale.dhcp.pid))
         ops.append(DeleteNetns(name))
-    # Last, when everything behind them is in place: addresses that just
-    # appeared on a provider network are announced (floating IPs, SNAT).
-    ops += [Announce(op.ns, op.addr.dev, op.addr.cidr.split("/")[0]) for op in ops
-            if isinstance(op, AddAddr) and op.addr.dev.startswith(naming.GATEWAY_PREFIX)]
-    return ops
+    return ops + _announcements(desired, ops)
+
+
+def _announcements(desired: NodeKernel, ops: list[Op]) -> list[Op]:
+    """Last, when everything behind them is in place: gratuitous ARP for every address
+    that just appeared on a provider network (a floating IP, a node's SNAT address),
+    and for all addresses of a gateway whose MAC changed."""
+    out: dict[tuple[str, str, str], None] = {}
+    for op in ops:
+        if isinstance(op, AddAddr) and op.addr.dev.startswith(naming.GATEWAY_PREFIX):
+            out[(op.ns, op.addr.dev, op.addr.cidr.split("/")[0])] = None
+        elif isinstance(op, SetLink) and op.mac and op.name.startswith(naming.GATEWAY_PREFIX):
+            rns = desired.namespaces.get(op.ns)
+            for addr in sorted(rns.addrs if rns is not None else ()):
+                if addr.dev == op.name:
+                    out[(op.ns, addr.dev, addr.cidr.split("/")[0])] = None
+    return [Announce(ns, dev, ip) for ns, dev, ip in out]
 
 
 __all__ = ["plan", "plan_namespace"]
