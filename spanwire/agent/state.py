@@ -139,6 +139,11 @@ class RoutingNs:
     # table) are found and removed.
     security_digest: str | None = None
     nat_digest: str | None = None
+    # Tracked actual only (never read from the kernel): the compiled security
+    # table the agent itself last applied here, so the next change can be an
+    # incremental nft transaction instead of a whole-table replacement. None
+    # after a read from the kernel (a restart): the digest decides then.
+    security_applied: Any = None
     nft_tables: frozenset[str] = frozenset()
     # Actual only: links we do not recognise (deleted by the plan).
     other_links: frozenset[str] = frozenset()
