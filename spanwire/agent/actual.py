@@ -116,8 +116,12 @@ def read(
         namespaces[name] = read_namespace(
             kernel, name, sysctl_keys.get(name, frozenset()), run_dir
         )
-    loose = frozenset(
+    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=loose_taps(node_ns))
+
+
+def loose_taps(node_ns: str) -> frozenset[str]:
+    """Taps the hypervisor created in the node namespace, not plugged in yet."""
+    return frozenset(
         link.name for link in reader.links(node_ns)
         if link.kind == "veth" and link.name.startswith("tap")
     )
-    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=loose)

@@ -13,17 +13,17 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spanwire import __version__
-from spanwire.agent import actual, desired, naming, north_south, routers
+from spanwire.agent import actual, desired, effects, naming, north_south, routers
 from spanwire.agent.apply import apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
-from spanwire.agent.plan.ops import MoveTap
+from spanwire.agent.plan.ops import MoveTap, Op, StartDhcp
 from spanwire.agent.state import NodeKernel
 from spanwire.agent.status import StatusReporter
-from spanwire.dataplane import capabilities
+from spanwire.dataplane import capabilities, dnsmasq
 from spanwire.dataplane.kernel import Kernel
 from spanwire.dataplane.monitor import LinkMonitor
 from spanwire.errors import Compacted, Conflict, InvalidInput, NotFound, SpanwireError, Unavailable
@@ -71,6 +71,8 @@ class Agent:
         self._lease = None
         self.status = StatusReporter(node_id)
         self.dirty = False
+        # The kernel as of the last pass (read, then advanced by `effects`); None: unknown.
+        self.known: NodeKernel | None = None
         self._monitor: LinkMonitor | None = None
         self._stop = threading.Event()
 
@@ -229,14 +231,15 @@ class Agent:
         only = None if networks is None else {
             naming.routing_ns(want.node_ns, n) for n in networks}
         try:
-            keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
-            have = actual.read(self.kernel, want.node_ns, self.run_dir, keys, only)
+            have = self._actual(want, only)
             ops = plan(want, have)
             apply(self.kernel, self.run_dir, ops)
+            self._track(want, have, ops, full=only is None)
             self.dirty = self.dirty and networks is not None
         except (SpanwireError, OSError) as exc:
             self.stats.errors += 1
             self.dirty = True
+            self.known = None  # whatever ran before the failure is not tracked: read next time
             log.error("event=apply_failed node=%s error=%s retry_in=1s", self.node_id, exc)
             return 0
         self.stats.reconciles += 1
@@ -252,6 +255,44 @@ class Agent:
         if self._store is not None:
             self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
         return len(ops)
+
+    def _actual(self, want: NodeKernel, only: set[str] | None) -> NodeKernel:
+        """What the kernel holds: read on full passes; on event-driven passes, the state
+        tracked since the last full read (`effects`) plus the node namespace's new taps.
+
+        Reading a namespace with a thousand ports costs hundreds of milliseconds
+        (links, addresses, routes, sysctls, nft); the tracked state costs
+        nothing, and anything changed behind the agent's back is still found
+        by the periodic full pass.
+        """
+        if only is not None and self.known is not None:
+            spaces = {n: self.known.namespaces[n] for n in only if n in self.known.namespaces}
+            return NodeKernel(node_ns=want.node_ns, namespaces=spaces,
+                              loose_taps=actual.loose_taps(want.node_ns))
+        keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
+        return actual.read(self.kernel, want.node_ns, self.run_dir, keys, only)
+
+    def _track(self, want: NodeKernel, have: NodeKernel, ops: list[Op], full: bool) -> None:
+        """The kernel state after `ops`, computed (see `_actual`)."""
+        if not full and self.known is None:
+            return  # a partial read is no baseline; the next full pass makes one
+        base = have if full else replace(self.known, loose_taps=have.loose_taps)
+        if full:
+            base = _with_applied_rulesets(want, have)
+        try:
+            after = effects.run(base, ops)
+        except effects.SimError as exc:
+            log.warning("event=tracking_lost node=%s reason=%s (next pass reads the kernel)",
+                        self.node_id, exc)
+            self.known = None
+            return
+        spaces = dict(after.namespaces)
+        for op in ops:  # the one fact the model cannot know: the daemon's real pid
+            if isinstance(op, StartDhcp) and op.ns in spaces and spaces[op.ns].dhcp:
+                found = dnsmasq.find(op.ns, os.path.join(self.run_dir, op.ns))
+                spaces[op.ns] = replace(spaces[op.ns], dhcp=replace(
+                    spaces[op.ns].dhcp, pid=found[0] if found else 0))
+        self.known = replace(after, namespaces=spaces)
 
     def _claim_gateways(self, want: NodeKernel) -> None:
         """Claim this node's external address for each router it realizes (and give back
@@ -317,6 +358,20 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - already failing
                 log.debug("event=store_close_failed error=%s", exc)
             self._store = None
+
+
+def _with_applied_rulesets(want: NodeKernel, have: NodeKernel) -> NodeKernel:
+    """A freshly read kernel whose security table carries the digest of the desired one
+    holds exactly that compiled table: remember it, so the next change can be incremental."""
+    spaces = {}
+    for name, rns in have.namespaces.items():
+        wanted = want.namespaces.get(name)
+        compiled = None if wanted is None else wanted.security
+        digest = getattr(compiled, "digest", None)
+        if digest is not None and digest == rns.security_digest:
+            rns = replace(rns, security_applied=compiled)
+        spaces[name] = rns
+    return replace(have, namespaces=spaces)
 
 
 def _check_traversable(path: str) -> None:
