@@ -47,12 +47,17 @@ def node_ip(index: int) -> str:
 
 def build_underlay(kernel: Kernel, prefix: str, mtu: int = 1500) -> None:
     ns = underlay_ns(prefix)
+    _host(kernel, ns)
+    _bridge(kernel, ns, BRIDGE, mtu)
+    _bridge(kernel, ns, PROVIDER_BRIDGE, mtu)
+
+
+def _host(kernel: Kernel, ns: str) -> None:
+    """A fresh namespace of the testbed: IPv4 only, loopback up."""
     netns.create(ns)
     sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
                       "net/ipv6/conf/all/disable_ipv6": "1"})
     kernel.set_link(ns, "lo", up=True)
-    _bridge(kernel, ns, BRIDGE, mtu)
-    _bridge(kernel, ns, PROVIDER_BRIDGE, mtu)
 
 
 def outside_ns(prefix: str) -> str:
@@ -79,10 +84,7 @@ def _plug(kernel: Kernel, prefix: str, bridge: str, port: str, ns: str, dev: str
 def build_outside(kernel: Kernel, prefix: str, mtu: int = 1500) -> str:
     """The host beyond the provider network; returns its namespace."""
     ns = outside_ns(prefix)
-    netns.create(ns)
-    sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
-                      "net/ipv6/conf/all/disable_ipv6": "1"})
-    kernel.set_link(ns, "lo", up=True)
+    _host(kernel, ns)
     _plug(kernel, prefix, PROVIDER_BRIDGE, "ppo", ns, "eth0", mtu)
     plen = EXTERNAL_CIDR.split("/")[1]
     with contextlib.suppress(SpanwireError):
@@ -93,10 +95,7 @@ def build_outside(kernel: Kernel, prefix: str, mtu: int = 1500) -> str:
 def build_node(kernel: Kernel, prefix: str, node: str, index: int, mtu: int = 1500) -> str:
     """Create the node's namespace with its underlay leg; return its underlay IP."""
     ns = node_ns(prefix, node)
-    netns.create(ns)
-    sysctl.write(ns, {"net/ipv6/conf/default/disable_ipv6": "1",
-                      "net/ipv6/conf/all/disable_ipv6": "1"})
-    kernel.set_link(ns, "lo", up=True)
+    _host(kernel, ns)
     _plug(kernel, prefix, BRIDGE, f"ul{index}", ns, "ul0", mtu)
     _plug(kernel, prefix, PROVIDER_BRIDGE, f"pp{index}", ns, PROVIDER_IFACE, mtu)
     ip = node_ip(index)
