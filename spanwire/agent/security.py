@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from spanwire.agent.plan.security_groups import compile_ruleset
+from spanwire.agent.plan.security_groups import Ruleset, compile_ruleset
 from spanwire.model import Port, SecurityGroupRule
 
 
@@ -44,7 +43,7 @@ def gather(ports: Iterable[Port], rules: Iterable[SecurityGroupRule]) -> Securit
     return Security(rules={g: tuple(rs) for g, rs in by_group.items()}, members=members)
 
 
-def ruleset(local: list[Port], security: Security) -> dict[str, Any] | None:
+def ruleset(local: list[Port], security: Security) -> Ruleset | None:
     """The namespace's compiled table; None when none of its ports is filtered."""
     secured = [p for p in local if p.port_security_enabled]
     if not secured:

@@ -8,7 +8,10 @@ what makes "actual == desired → no ops" a simple equality.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the compiler imports this module: no runtime cycle
+    from spanwire.agent.plan.security_groups import Ruleset
 
 
 @dataclass(frozen=True, order=True)
@@ -127,7 +130,7 @@ class RoutingNs:
     dhcp: Dhcp | None = None
     # Desired only: the compiled security-group table (nft JSON, see
     # plan/security_groups.py), None when no local port is filtered.
-    security: dict[str, Any] | None = None
+    security: Ruleset | None = None
     # Desired only: False when computed without security-group data (read-only
     # callers such as `Testbed.pending_ops`); the table is then left alone.
     security_managed: bool = True
@@ -143,7 +146,7 @@ class RoutingNs:
     # table the agent itself last applied here, so the next change can be an
     # incremental nft transaction instead of a whole-table replacement. None
     # after a read from the kernel (a restart): the digest decides then.
-    security_applied: Any = None
+    security_applied: Ruleset | None = None
     nft_tables: frozenset[str] = frozenset()
     # Actual only: links we do not recognise (deleted by the plan).
     other_links: frozenset[str] = frozenset()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import kernel_sim
@@ -294,12 +293,13 @@ def test_security_groups_follow_ports_rules_and_members() -> None:
     name = naming.routing_ns("swtest-node1", NET.id)
     doc = d.namespaces[name].security
     assert doc is not None
-    text = json.dumps(doc)
+    text = doc.render()
     assert naming.tap(PORTS[0].id) in text and naming.tap(PORTS[1].id) in text
     assert "10.0.0.14" in text  # a remote node's port is a member of the default group
     assert naming.tap(PORTS[4].id) not in text  # another network, another namespace
     full = converge(d, empty())
-    # a membership change elsewhere is a set update, a new rule a table swap
+    # a membership change elsewhere is a set update, a new rule an in-place
+    # change of the table this agent applied (it tracks what it applied)
     moved = [p.evolve(fixed_ips=[FixedIP(subnet_id=SUB.id, ip_address="10.0.0.99")])
              if p.id == PORTS[3].id else p for p in PORTS]
     ops = plan(want(moved), full)
@@ -309,6 +309,11 @@ def test_security_groups_follow_ports_rules_and_members() -> None:
                               direction="ingress", protocol="tcp", port_range_min=7007,
                               remote_ip_prefix="0.0.0.0/0")
     ops = plan(want(PORTS, [*RULES, extra]), full)
+    assert [(op.ns, op.change) for op in ops] == [(name, RulesetChange.INCREMENTAL)]
+    # a kernel read back after a restart holds no applied table: a whole swap
+    read_back = replace(full, namespaces={n: replace(x, security_applied=None)
+                                          for n, x in full.namespaces.items()})
+    ops = plan(want(PORTS, [*RULES, extra]), read_back)
     assert [(op.ns, op.change) for op in ops] == [(name, RulesetChange.REPLACE)]
     # no port security anywhere in the namespace: the table goes
     no_sec = [p.evolve(port_security_enabled=False) if p.network_id == NET.id else p

@@ -312,7 +312,7 @@ def test_digest_readback_no_op_and_rejected_batch_changes_nothing(bed: Bed) -> N
     bed.install(ports(bed), base_rules(), members(bed))
     assert nft.read_digest(bed.rns) == sg.ruleset_digest(doc)
     assert sg.plan_ruleset(bed.rns, doc, nft.read_digest(bed.rns)) == []
-    broken = {"nftables": [*doc["nftables"][:-1], {"add": {"rule": {
+    broken = {"nftables": [*doc.document()["nftables"][:-1], {"add": {"rule": {
         "family": "inet", "table": "spanwire", "chain": "forward",
         "expr": [{"jump": {"target": "no-such-chain"}}]}}}]}
     with pytest.raises(Unavailable, match=r"nft rejected the ruleset .*No such file"):
@@ -332,7 +332,7 @@ def test_replace_leaves_no_stale_members_or_chains(bed: Bed) -> None:
     a, b, c = bed.vms["a"], bed.vms["b"], bed.vms["c"]
 
     def in_web_set(addr: str) -> bool:
-        elems = nft.list_set(bed.rns, "sg_aaaaaaaa") or []
+        elems = nft.list_set(bed.rns, "sg_aaaaaaaa0000") or []
         nets = [ipaddress.ip_network(e if isinstance(e, str) else
                                      f"{e['prefix']['addr']}/{e['prefix']['len']}")
                 for e in elems]

@@ -1,7 +1,9 @@
 """The security-group table of one routing namespace, and stale tables of older agents.
 
 The table is compared by digest only (`plan_ruleset`), so a restarted agent
-that finds the kernel right issues no nft write. Tables a previous agent
+that finds the kernel right issues no nft write; while the agent runs, it
+remembers the compiled table it applied last (`security_applied`), so a
+change is one incremental transaction of the fragments that differ. Tables a previous agent
 version owned (`STALE_TABLES`) are deleted after the current table is in
 place, so a port is never left unfiltered during the switch.
 """
@@ -26,7 +28,7 @@ def plan(d: RoutingNs, a: RoutingNs) -> list[ApplyRuleset]:
             ops.append(ApplyRuleset(d.name, RulesetChange.DELETE, table=TABLE))
     else:
         # A table without a readable digest is treated as absent: replaced whole.
-        ops += plan_ruleset(d.name, d.security, a.security_digest)
+        ops += plan_ruleset(d.name, d.security, a.security_digest, a.security_applied)
     ops += [ApplyRuleset(d.name, RulesetChange.DELETE, table=t)
             for t in STALE_TABLES if t in a.nft_tables]
     return ops
