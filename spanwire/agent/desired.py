@@ -147,6 +147,7 @@ def _routing_ns(
         mac=naming.node_mac(node.underlay_ip),
     )
     subnet_by_id = {s.id: s for s in subnets}
+    plens = {s.id: ipaddress.IPv4Network(s.cidr).prefixlen for s in subnets}
     sysctls = set(NS_SYSCTLS)
     taps, addrs, neighs, routes = set(), set(), set(), set()
     for port in local:
@@ -158,8 +159,7 @@ def _routing_ns(
             if subnet is None:
                 continue
             if subnet.gateway_ip:
-                plen = ipaddress.IPv4Network(subnet.cidr).prefixlen
-                addrs.add(Addr(dev=dev, cidr=f"{subnet.gateway_ip}/{plen}"))
+                addrs.add(Addr(dev=dev, cidr=f"{subnet.gateway_ip}/{plens[subnet.id]}"))
             neighs.add(Neigh(dev=dev, ip=fixed.ip_address, mac=port.mac_address))
             routes.add(Route(dst=f"{fixed.ip_address}/32", dev=dev))
     fdbs = set()

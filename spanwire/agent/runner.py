@@ -73,6 +73,9 @@ class Agent:
         self.dirty = False
         # The kernel as of the last pass (read, then advanced by `effects`); None: unknown.
         self.known: NodeKernel | None = None
+        # Taps waiting in the node namespace, kept by the link monitor; None: unknown.
+        self._loose: set[str] | None = None
+        self._loose_lock = threading.Lock()
         self._monitor: LinkMonitor | None = None
         self._stop = threading.Event()
 
@@ -165,9 +168,20 @@ class Agent:
         self.cache.events.put(WAKE)
 
     def _on_link(self, event: str, name: str) -> None:
-        """A tap appeared in (or left) the node namespace: reconcile its network soon."""
-        # DELLINK is what our own MoveTap looks like from the node namespace.
-        if name.startswith("tap") and event == "RTM_NEWLINK":
+        """A tap appeared in (or left) the node namespace: reconcile its network soon.
+
+        The monitor also keeps the set of loose taps current, so an event-driven
+        pass needs no listing of the node namespace.
+        """
+        if not name.startswith("tap"):
+            return
+        with self._loose_lock:
+            if self._loose is not None:
+                if event == "RTM_NEWLINK":
+                    self._loose.add(name)
+                elif event == "RTM_DELLINK":  # also what our own MoveTap looks like
+                    self._loose.discard(name)
+        if event == "RTM_NEWLINK":
             self.cache.events.put(LinkChange(name))
 
     def _drain(self, timeout: float) -> set[str] | None:
@@ -193,6 +207,9 @@ class Agent:
                     return set()
                 continue
             if isinstance(item, LinkChange):
+                with self._loose_lock:
+                    if self._loose is not None:
+                        self._loose.add(item.name)
                 network = self.cache.network_of_tap(item.name)
                 hit: set[str] | None = {network} if network else set()
             else:
@@ -267,8 +284,12 @@ class Agent:
         """
         if only is not None and self.known is not None:
             spaces = {n: self.known.namespaces[n] for n in only if n in self.known.namespaces}
-            return NodeKernel(node_ns=want.node_ns, namespaces=spaces,
-                              loose_taps=actual.loose_taps(want.node_ns))
+            trusted = self._monitor is not None and self._monitor.running
+            with self._loose_lock:
+                loose = frozenset(self._loose) if trusted and self._loose is not None else None
+            if loose is None:
+                loose = actual.loose_taps(want.node_ns)
+            return NodeKernel(node_ns=want.node_ns, namespaces=spaces, loose_taps=loose)
         keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
         return actual.read(self.kernel, want.node_ns, self.run_dir, keys, only)
 
@@ -293,6 +314,11 @@ class Agent:
                 spaces[op.ns] = replace(spaces[op.ns], dhcp=replace(
                     spaces[op.ns].dhcp, pid=found[0] if found else 0))
         self.known = replace(after, namespaces=spaces)
+        if self._monitor is not None and self._monitor.running:
+            with self._loose_lock:
+                # Taps that appeared while the kernel was read are added back by
+                # their LinkChange (see `_drain`).
+                self._loose = set(self.known.loose_taps)
 
     def _claim_gateways(self, want: NodeKernel) -> None:
         """Claim this node's external address for each router it realizes (and give back

@@ -25,6 +25,7 @@ class LinkMonitor:
         self.on_change = on_change
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self.running = False  # bound and reading: its events can be trusted
         self._thread = threading.Thread(target=self._run, name=f"linkmon-{ns}", daemon=True)
 
     def start(self) -> LinkMonitor:
@@ -46,6 +47,7 @@ class LinkMonitor:
             log.error("event=link_monitor_failed ns=%s error=%s", self.ns, exc)
             self._ready.set()
             return
+        self.running = True
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -56,4 +58,5 @@ class LinkMonitor:
             if not self._stop.is_set():
                 log.error("event=link_monitor_stopped ns=%s error=%s", self.ns, exc)
         finally:
+            self.running = False
             sock.close()

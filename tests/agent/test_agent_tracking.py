@@ -54,3 +54,22 @@ def test_event_passes_plan_against_the_tracked_state_without_reading(
     have = agent._actual(kernel(), {NS})
     assert have.namespaces[NS].addrs == {Addr("tap1", "10.0.0.1/24")}
     assert have.loose_taps == {"tap2"}
+
+
+def test_loose_taps_come_from_the_link_monitor_while_it_runs(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Running:
+        running = True
+
+    def no_listing(_ns: str) -> frozenset[str]:
+        raise AssertionError("a running link monitor already knows the loose taps")
+
+    monkeypatch.setattr(actual, "loose_taps", no_listing)
+    agent.known = kernel()
+    agent._monitor = Running()  # type: ignore[assignment]
+    agent._loose = set()
+    agent._on_link("RTM_NEWLINK", "tap9")
+    agent._on_link("RTM_NEWLINK", "ul0")  # not a tap: ignored
+    assert agent._actual(kernel(), {NS}).loose_taps == {"tap9"}
+    agent._on_link("RTM_DELLINK", "tap9")  # moved into its routing namespace
+    assert agent._actual(kernel(), {NS}).loose_taps == frozenset()
