@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from spanwire.agent.plan import ops as o
-from spanwire.agent.plan.security_groups import RulesetChange
+from spanwire.agent.plan.nft_table import RulesetChange
 from spanwire.dataplane import dnsmasq, garp, netns, nft, sysctl
 from spanwire.dataplane.kernel import Kernel
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from spanwire.agent.plan import nat, security
 from spanwire.agent.plan import ops as o
-from spanwire.agent.plan.security_groups import DIGEST_TAG, RulesetChange, digest_from_comment
+from spanwire.agent.plan.nft_table import DIGEST_TAG, RulesetChange, digest_from_comment
 from spanwire.agent.state import Leg, NodeKernel, RoutingNs, Tap
 
 _CREATE = re.compile(r'\{"add":\{"table":\{"family":"[a-z0-9]+","name":"([^"]+)"\}\}\}')

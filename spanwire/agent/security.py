@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from spanwire.agent.plan.security_groups import Ruleset, compile_ruleset
+from spanwire.agent.plan.nft_table import Ruleset
+from spanwire.agent.plan.security_groups import compile_ruleset
 from spanwire.model import Port, SecurityGroupRule
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the compiler imports this module: no runtime cycle
-    from spanwire.agent.plan.security_groups import Ruleset
+    from spanwire.agent.plan.nft_table import Ruleset
 
 
 @dataclass(frozen=True, order=True)

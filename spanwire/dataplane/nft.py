@@ -24,8 +24,8 @@ from spanwire.errors import Unavailable
 
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 FAMILY = "inet"
-DIGEST_CHAIN = "sw-meta"  # agent.plan.security_groups.META_CHAIN
-DIGEST_TAG = "spanwire-sg "  # agent.plan.security_groups.DIGEST_TAG
+DIGEST_CHAIN = "sw-meta"  # agent.plan.nft_table.META_CHAIN
+DIGEST_TAG = "spanwire-sg "  # agent.plan.nft_table.DIGEST_TAG
 _ABSENT = "No such file or directory"  # nft's (and ip netns exec's) "not there"
 
 

@@ -230,7 +230,7 @@ def test_digest_format_shape_and_fresh_compile_agree() -> None:
     more = sg.compile_ruleset([*ports, mkport(9, [WEB])], RULES, {WEB: ["10.0.0.1"]})
     assert more.shape != rs.shape
     text = rs.render()
-    sg._content.cache_clear()
+    sg.compiled.cache_clear()
     fresh = sg.compile_ruleset(list(reversed(ports)), list(reversed(RULES)), {WEB: ["10.0.0.1"]})
     assert fresh == rs and fresh.digest == rs.digest and fresh.render() == text
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from spanwire.agent.plan.security_groups import (
+from spanwire.agent.plan.nft_table import (
     FAMILY,
     ApplyRuleset,
     Json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spanwire.agent.plan.security_groups import ApplyRuleset
+from spanwire.agent.plan.nft_table import ApplyRuleset
 from spanwire.agent.state import Addr, Dhcp, Fdb, Gateway, Leg, Neigh, Route, Vxlan
 
 

@@ -10,7 +10,7 @@ place, so a port is never left unfiltered during the switch.
 
 from __future__ import annotations
 
-from spanwire.agent.plan.security_groups import ApplyRuleset, RulesetChange, plan_ruleset
+from spanwire.agent.plan.nft_table import ApplyRuleset, RulesetChange, plan_ruleset
 from spanwire.agent.state import RoutingNs
 
 TABLE = "spanwire"
