@@ -132,7 +132,8 @@ def _node_addresses(bed: Testbed, topo: Topology, router_ids: dict[str, str],
                     found[snat_placeholder(name, port.binding_host_id)] = \
                         port.fixed_ips[0].ip_address
         progress.update(task, completed=len(found))
-        if len(found) == len(wanted) and not any(bed.pending_ops(n) for n in bed.state.nodes):
+        if len(found) == len(wanted):
+            bed.settle(max(1.0, deadline - time.monotonic()))
             return found
         if time.monotonic() > deadline:
             raise Unavailable(f"nodes did not realize their router gateways in {timeout} s: "

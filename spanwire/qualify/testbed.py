@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from spanwire.dataplane import netns, process
 from spanwire.dataplane.kernel import Kernel
-from spanwire.errors import Conflict, NotFound, Unavailable
+from spanwire.errors import Conflict, NotFound, SpanwireError, Unavailable
 from spanwire.model import Node, NodeLiveness, Port, PortStatus
 from spanwire.qualify import underlay, vm
 from spanwire.store import Store, connect
@@ -217,6 +217,20 @@ class Testbed:
         have = actual.read(self.kernel, want.node_ns, os.path.join(self.state.state_dir, "run",
                                                                     node), keys)
         return list(plan(want, have))
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Until every node's agent has applied everything (its planner has nothing left)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pending = {n: self.pending_ops(n) for n in sorted(self.state.nodes)}
+            except SpanwireError as exc:  # a namespace went while we read it: agents busy
+                pending = {"read": [exc]}
+            if not any(pending.values()):
+                return
+            if time.monotonic() > deadline:
+                raise Unavailable(f"agents did not converge in {timeout} s: {pending}")
+            time.sleep(0.2)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every node's agent has put its liveness key."""

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 import pytest
 from test_agent_connectivity import ping, tcp_ok
 
 from spanwire.agent import naming
 from spanwire.dataplane import netns
-from spanwire.errors import SpanwireError
 from spanwire.model import FixedIP, Port, Router, Subnet
 from spanwire.model.router import DEVICE_OWNER_INTERFACE
 from spanwire.qualify import cloud, underlay
@@ -31,18 +29,7 @@ def add_interface(bed: Testbed, router: Router, subnet: Subnet) -> Port:
 
 
 def settle(bed: Testbed, timeout: float = 20.0) -> None:
-    """Wait until every agent has applied everything (its planner has nothing left)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pending = {n: bed.pending_ops(n) for n in sorted(bed.state.nodes)}
-        except SpanwireError as exc:  # a namespace went while we read it: agents still busy
-            pending = {"read": [exc]}
-        if not any(pending.values()):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"agents did not converge: {pending}")
-        time.sleep(0.2)
+    bed.settle(timeout)
 
 
 def test_router_routes_east_west_on_the_source_node_and_goes_with_its_interfaces(
