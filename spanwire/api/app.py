@@ -125,18 +125,21 @@ def create_app(
             ]
         }
 
+    # Busiest first: FastAPI tries routes in order, and matching every route of
+    # the identity routers before reaching ports was a tenth of a port create's
+    # CPU. No two routers share a path, so the order changes nothing else.
     for module in (
-        tokens,
-        admin,
+        ports,
         networks,
         subnets,
-        ports,
+        security_groups,
+        floatingips,
         routers,
         router_interfaces,
-        floatingips,
-        security_groups,
         quotas,
         extensions,
+        tokens,
+        admin,
     ):
         app.include_router(module.router)
     if admin_password is not None:

@@ -6,7 +6,6 @@ not pay for 10,000 pydantic validations of data that was validated on write.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import Response
 
-from spanwire.api import policy, query
+from spanwire.api import jsonio, policy, query
 from spanwire.api.allocation import UsedCache
 from spanwire.api.context import Context
 from spanwire.api.errors import not_found
@@ -123,7 +122,7 @@ def fetch_owned(
 
 
 def raw_list(store: Store, model: type[ProjectResource]) -> list[dict[str, Any]]:
-    return [json.loads(kv.value) for kv in store.range(model.prefix()).items]
+    return [jsonio.loads(kv.value) for kv in store.range(model.prefix()).items]
 
 
 def owned_list(store: Store, ctx: Context, model: type[ProjectResource]) -> list[dict[str, Any]]:
@@ -137,11 +136,7 @@ def bumped(obj: M, **changes: Any) -> M:
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
-    return Response(
-        json.dumps(content, separators=(",", ":")),
-        status_code=status_code,
-        media_type="application/json",
-    )
+    return Response(jsonio.dumps(content), status_code=status_code, media_type="application/json")
 
 
 def list_response(
@@ -165,7 +160,7 @@ def list_response(
         parts = [b'{"', collection.encode(), b'":[', b",".join(fragments[i["id"]] for i in page)]
         parts.append(b"]")
         if links:
-            parts += [b",", json.dumps(links, separators=(",", ":")).encode()[1:-1]]
+            parts += [b",", jsonio.dumps(links)[1:-1]]
         parts.append(b"}")
         return Response(b"".join(parts), media_type="application/json")
     body: dict[str, Any] = {collection: [query.project_fields(i, q.fields) for i in page]}
@@ -192,8 +187,8 @@ class RenderCache:
         hit = self._entries.get(kv.key)
         if hit is not None and hit[0] == kv.mod_revision and hit[1] == extra:
             return hit[2], hit[3]
-        item = render(json.loads(kv.value))
-        frag = json.dumps(item, separators=(",", ":")).encode()
+        item = render(jsonio.loads(kv.value))
+        frag = jsonio.dumps(item)
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
         self._entries[kv.key] = (kv.mod_revision, extra, item, frag)

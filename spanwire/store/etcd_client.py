@@ -10,6 +10,7 @@ may not have been applied (we never retry those blindly).
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 import time
@@ -47,7 +48,9 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
+    """Decode a gateway field; binascii directly, since a 10,000-key range decodes 20,000
+    of them and `base64.b64decode`'s argument normalisation is a measurable share of that."""
+    return binascii.a2b_base64(text) if text else b""
 
 
 class GatewayError(Exception):

@@ -95,3 +95,16 @@ def test_txn_with_unknown_outcome_is_reported_not_replayed(
         endpoints.post("/kv/txn", txn, idempotent=False)
     finally:
         endpoints.close()
+
+
+def test_next_page_continues_after_the_last_raw_key_at_the_first_revision() -> None:
+    """The next page is computed from the undecoded answer, so it can be requested early."""
+    from spanwire.store.etcd import _first_page, _next_page
+
+    first = _first_page("/spanwire/v1/ports/")
+    answer = {"kvs": [{"key": b64(b"/spanwire/v1/ports/a")}, {"key": b64(b"/spanwire/v1/ports/b")}]}
+    assert _next_page(first, answer, 42) is None, "no `more`: that was the last page"
+    following = _next_page(first, {**answer, "more": True}, 42)
+    assert following == {**first, "revision": 42, "key": b64(b"/spanwire/v1/ports/b\0")}
+    assert "revision" not in first, "the first request is not modified"
+    assert _next_page(first, {"more": True}, 42) is None, "an empty page ends the listing"

@@ -248,15 +248,29 @@ class Identity:
         self.store.put(_token_key(value), _dump(token))
         return value, token
 
-    def validate(self, value: str | None) -> Token:
-        """The token's record if it exists and has not expired; Unauthorized otherwise."""
-        if not value or len(value) > 512:
-            raise Unauthorized("The request you have made requires authentication.")
+    def cached(self, value: str | None) -> Token | None:
+        """The token's record if this replica validated it in the last CACHE_SECONDS.
+
+        Never touches the store, so the event loop may call it; None means "ask
+        `validate`" (which reads the store), not "invalid".
+        """
+        if not value:
+            return None
         now = time.time()
         with self._lock:
             hit = self._cache.get(value)
         if hit is not None and hit[0] > now and hit[1].expires_at > now:
             return hit[1]
+        return None
+
+    def validate(self, value: str | None) -> Token:
+        """The token's record if it exists and has not expired; Unauthorized otherwise."""
+        if not value or len(value) > 512:
+            raise Unauthorized("The request you have made requires authentication.")
+        hit = self.cached(value)
+        if hit is not None:
+            return hit
+        now = time.time()
         kv = self.store.get(_token_key(value))
         if kv is None:
             raise Unauthorized("The request you have made requires authentication.")
