@@ -47,7 +47,7 @@ from spanwire.store.sqlite_db import (
     revoke_lease,
     transaction,
 )
-from spanwire.store.sqlite_watch import SqliteLease, SqliteWatch
+from spanwire.store.sqlite_watch import CommitSignal, SqliteLease, SqliteWatch
 
 DEFAULT_HISTORY = 100_000
 
@@ -74,6 +74,7 @@ class SqliteStore(Store):
         self._poll = poll_interval
         self._pool = ConnectionPool(path, busy_timeout)
         self._watches: weakref.WeakSet[SqliteWatch] = weakref.WeakSet()
+        self._signal = CommitSignal(path, busy_timeout, poll_interval)
         self._stop = threading.Event()
         try:
             with self._pool.connection() as conn:
@@ -169,7 +170,8 @@ class SqliteStore(Store):
     def watch(self, prefix: str, start_revision: int) -> SqliteWatch:
         check_revision(start_revision, "start_revision")
         prefix_range(prefix)
-        w = SqliteWatch(self, prefix, start_revision, self._poll)
+        self._signal.register()
+        w = SqliteWatch(self, prefix, start_revision, self._signal)
         self._watches.add(w)
         return w
 

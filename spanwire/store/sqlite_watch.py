@@ -1,9 +1,11 @@
 """Watches and leases for the SQLite store.
 
-A watch is a poller thread with its own connection: `PRAGMA data_version`
-changes whenever *another* connection (any thread, any process) commits, so an
-idle watch costs one tiny query every few milliseconds and reads the log only
-when something happened.
+`PRAGMA data_version` changes whenever *another* connection (any thread, any
+process) commits. One `CommitSignal` per store polls it on its own connection
+every few milliseconds and wakes every watch of the process; each watch (a
+thread with its own connection) reads the log only when something happened.
+An agent has a watch per kind it caches: one poller instead of one per watch
+is what keeps an idle agent near 0 % CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from spanwire.errors import Compacted, Unavailable
@@ -26,16 +29,82 @@ BATCH = 1000
 FORCE_READ_EVERY = 1.0
 
 
+class CommitSignal:
+    """Counts commits seen by polling `PRAGMA data_version`; watches wait on it.
+
+    The poller thread runs only while some watch is registered.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, poll_interval: float) -> None:
+        self._path, self._busy, self._poll = path, busy_timeout, poll_interval
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._users = 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def register(self) -> None:
+        with self._cond:
+            self._users += 1
+            if self._thread is None:
+                self._error = None
+                self._thread = threading.Thread(target=self._run, name="sqlite-commit-signal",
+                                                daemon=True)
+                self._thread.start()
+
+    def unregister(self) -> None:
+        with self._cond:
+            self._users -= 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float, stop: threading.Event) -> int:
+        """The generation after a commit newer than `seen`, after `timeout`, or once
+        `stop` is set (`unregister` wakes every waiter to look)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen or self._error is not None
+                                or stop.is_set(), timeout)
+            if self._error is not None:
+                raise Unavailable(f"SQLite commit signal failed: {self._error}")
+            return self._generation
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            conn = open_connection(self._path, self._busy)
+            last = None
+            while True:
+                with self._cond:
+                    if self._users <= 0:
+                        self._thread = None
+                        return
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != last:
+                    last = version
+                    with self._cond:
+                        self._generation += 1
+                        self._cond.notify_all()
+                time.sleep(self._poll)
+        except sqlite3.Error as exc:
+            with self._cond:
+                self._error = exc
+                self._thread = None
+                self._cond.notify_all()
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+
 class SqliteWatch(QueuedWatch):
     """Events under `prefix` from `start_revision` on, read from the `log` table."""
 
     def __init__(
-        self, store: SqliteStore, prefix: str, start_revision: int, poll_interval: float
+        self, store: SqliteStore, prefix: str, start_revision: int, signal: CommitSignal
     ) -> None:
         super().__init__(prefix, start_revision)
         self._start, self._end = prefix_range(prefix)
         self._stop = threading.Event()
-        self._poll = poll_interval
+        self._signal = signal
         # Cursor: next (revision, sub-index) to read.
         self._cursor = (start_revision, 0)
         # Its own connection: data_version only moves for commits by *other* connections.
@@ -47,23 +116,21 @@ class SqliteWatch(QueuedWatch):
 
     def close(self) -> None:
         self._stop.set()
+        self._signal.unregister()  # also wakes this watch's thread
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
 
     def _run(self) -> None:
-        last_version = None
-        waited = 0.0
+        seen = -1
         try:
             while not self._stop.is_set():
-                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-                if version != last_version or waited >= FORCE_READ_EVERY:
-                    last_version, waited = version, 0.0
-                    while self._read_batch():
-                        pass
-                self._stop.wait(self._poll)
-                waited += self._poll
+                # Read first (the start revision may be in the past), then sleep until a
+                # commit; at least every FORCE_READ_EVERY in case a signal was missed.
+                while self._read_batch():
+                    pass
+                seen = self._signal.wait(seen, FORCE_READ_EVERY, self._stop)
         except Compacted as exc:
             self._queue.put(exc)
         except (sqlite3.Error, Unavailable) as exc:
