@@ -84,7 +84,7 @@ class CommitSignal:
                         self._generation += 1
                         self._cond.notify_all()
                 time.sleep(self._poll)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, Unavailable) as exc:  # the watches report it to their users
             with self._cond:
                 self._error = exc
                 self._thread = None
