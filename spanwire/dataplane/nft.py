@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from spanwire.dataplane import process
+from spanwire.dataplane import netns, process
 from spanwire.errors import Unavailable
 
 NFT = shutil.which("nft") or "/usr/sbin/nft"
@@ -31,6 +31,11 @@ _ABSENT = "No such file or directory"  # nft's (and ip netns exec's) "not there"
 
 def _run(ns: str, args: list[str], stdin: str | None = None, timeout: float = 30.0
          ) -> subprocess.CompletedProcess[str]:
+    """One nft command in `ns`: through libnftables in a thread that entered `ns` when
+    the binding loads (no process to start: a port's first packet waits on this), else
+    `ip netns exec ns nft`."""
+    if _LIB is not None:
+        return _run_lib(ns, args, stdin)
     if not os.path.exists(NFT):
         raise Unavailable("nft is not installed (Debian package nftables); "
                           "security groups cannot be enforced on this node")
@@ -39,6 +44,35 @@ def _run(ns: str, args: list[str], stdin: str | None = None, timeout: float = 30
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise Unavailable(f"nft {' '.join(args)} in {ns} did not finish in {timeout} s") from exc
+
+
+def _load_lib() -> Any:
+    try:
+        import nftables  # the upstream ctypes binding of libnftables (pip-nftables)
+
+        nftables.Nftables()  # loads libnftables.so.1
+        return nftables
+    except (ImportError, OSError):
+        return None
+
+
+_LIB = _load_lib()
+
+
+def _run_lib(ns: str, args: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
+    """`nft [-j] ARGS` (or `-f -` with `stdin`) through libnftables, inside `ns`."""
+    json_io = "-j" in args
+    words = [a for a in args if a != "-j"]
+    command = stdin if words[-2:] == ["-f", "-"] else " ".join(words)
+
+    def body() -> tuple[int, str, str]:
+        ctx = _LIB.Nftables()
+        ctx.set_json_output(json_io)  # also makes it parse a JSON command buffer
+        rc, out, err = ctx.cmd(command or "")
+        return int(rc), str(out or ""), str(err or "")
+
+    rc, out, err = netns.run_in(ns, body)
+    return subprocess.CompletedProcess(["nft", *args], 0 if rc == 0 else 1, out, err)
 
 
 def apply(ns: str, doc: dict[str, Any] | str, timeout: float = 30.0) -> None:
