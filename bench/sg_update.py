@@ -195,6 +195,7 @@ class Node:
 
     def __init__(self, rns: str, ports: list[Port]) -> None:
         self.rns, self.ports, self.digest = rns, ports, None
+        self.applied: sg.Ruleset | None = None  # what the agent tracks it applied
         self.changes: list[str] = []
 
     def members(self, peers: list[str]) -> dict[str, list[str]]:
@@ -206,10 +207,10 @@ class Node:
 
     def update(self, rules: list[SecurityGroupRule], peers: list[str]) -> None:
         doc = sg.compile_ruleset(self.ports, rules, self.members(peers))
-        for op in sg.plan_ruleset(self.rns, doc, self.digest):
+        for op in sg.plan_ruleset(self.rns, doc, self.digest, self.applied):
             nft.apply(op.ns, op.payload)
             self.changes.append(op.change)
-        self.digest = sg.ruleset_digest(doc)
+        self.digest, self.applied = sg.ruleset_digest(doc), doc
 
 
 def measure(rns: str, x: Port, y: Port, ports: list[Port], args: argparse.Namespace
@@ -219,7 +220,7 @@ def measure(rns: str, x: Port, y: Port, ports: list[Port], args: argparse.Namesp
     doc = sg.compile_ruleset(ports, base, node.members([]))
     out: dict[str, Any] = {
         "sg_rules": len(base), "ports_on_node": len(ports),
-        "nft_rules": sum(1 for c in doc["nftables"] if "rule" in c.get("add", {})),
+        "nft_rules": sum(1 for c in doc.document()["nftables"] if "rule" in c.get("add", {})),
         "payload_bytes": len(sg.render(doc)),
     }
     empty = sg.render(sg.compile_ruleset([], [], {}))
