@@ -81,8 +81,6 @@ from rich.table import Table
 
 from spanwire.agent import naming
 from spanwire.dataplane import netns, process, sysctl
-from spanwire.model import Port
-from spanwire.model.router import DEVICE_OWNER_GATEWAY
 from spanwire.qualify import cloud, underlay, vm
 from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
@@ -114,24 +112,6 @@ def iperf(server_ns: str, client_ns: str, bind_ip: str, seconds: int,
 Path = tuple[str, str, str, str]
 PROJECT = "bench"
 PROVIDER_REF_IP = "203.0.113.253"  # outside the provider network's allocation pool
-
-
-def _gateway_nodes(bed: Testbed, router_id: str) -> set[str]:
-    """Nodes that have claimed their own gateway port of `router_id`."""
-    ports = [Port.from_bytes(kv.value) for kv in bed.store().range(Port.prefix()).items]
-    return {p.binding_host_id for p in ports if p.device_owner == DEVICE_OWNER_GATEWAY
-            and p.device_id == router_id and p.binding_host_id}
-
-
-def _converge(bed: Testbed, router_id: str, nodes: set[str], timeout: float = 60) -> None:
-    """Until `nodes` have claimed their gateway addresses and every agent has applied all."""
-    deadline = time.monotonic() + timeout
-    while _gateway_nodes(bed, router_id) != nodes:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gateways claimed on {sorted(_gateway_nodes(bed, router_id))}"
-                               f", want {sorted(nodes)}")
-        time.sleep(0.2)
-    bed.settle(max(1.0, deadline - time.monotonic()))
 
 
 def _provider_host(bed: Testbed, node: str) -> str:
@@ -181,7 +161,7 @@ def paths(bed: Testbed) -> dict[str, Path]:
         fip = api.floating_ip(ext, PROJECT, port_b2.id)
     finally:
         api.close()
-    _converge(bed, router, {"node1", "node2"})
+    bed.wait_gateways(router, {"node1", "node2"})
     ref = _provider_host(bed, "node2")
     out = underlay.outside_ns(p)
     return {

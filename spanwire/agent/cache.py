@@ -14,7 +14,7 @@ import queue
 import threading
 from typing import Any
 
-from spanwire.agent import security
+from spanwire.agent import naming, security
 from spanwire.model import (
     KINDS,
     FloatingIP,
@@ -133,7 +133,7 @@ class ModelCache:
 
     def network_of_tap(self, tap: str) -> str | None:
         for port in self.objects[Port.KIND].values():
-            if "tap" + port.id[:11] == tap:
+            if naming.tap(port.id) == tap:
                 return str(port.network_id)
         return None
 

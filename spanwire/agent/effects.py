@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from spanwire.agent.plan import nat, security
 from spanwire.agent.plan import ops as o
-from spanwire.agent.plan.nft_table import DIGEST_TAG, RulesetChange, digest_from_comment
+from spanwire.agent.plan.nft_table import DIGEST_TAG, Ruleset, RulesetChange, digest_from_comment
 from spanwire.agent.state import Leg, NodeKernel, RoutingNs, Tap
 
 _CREATE = re.compile(r'\{"add":\{"table":\{"family":"[a-z0-9]+","name":"([^"]+)"\}\}\}')
@@ -100,9 +100,9 @@ def _table(payload: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _created(compiled: object, change: RulesetChange) -> str | None:
+def _created(compiled: Ruleset, change: RulesetChange) -> str | None:
     """The table a compiled ruleset's op (re)creates: only a whole replacement does."""
-    return str(getattr(compiled, "table", "")) if change == RulesetChange.REPLACE else None
+    return compiled.table if change == RulesetChange.REPLACE else None
 
 
 def _mac_busy(spaces: dict[str, RoutingNs], ns: str, name: str, mac: str) -> None:
@@ -291,7 +291,7 @@ def execute(kernel: NodeKernel, ops: list[o.Op]) -> Run:
                     rns = replace(rns, security_applied=None)
             case o.ApplyRuleset(_, change, payload, table):
                 field = DIGESTS.get(table)
-                compiled = getattr(op, "ruleset", None)
+                compiled = op.ruleset
                 creates = _table(payload) if compiled is None else _created(compiled, change)
                 if change != RulesetChange.REPLACE:  # an update in place (sets, fragments)
                     if table not in rns.nft_tables or field is None or \

@@ -94,16 +94,16 @@ def _on_gateway_network(port: Port, router: Router) -> bool:
 
 def gateway_address(node: Node, router: Router, networks: Mapping[str, Network],
                     subnets: Mapping[str, Subnet], port: Port | None
-                    ) -> tuple[Uplink, Port, Subnet, str] | None:
-    """(uplink, port, external subnet, address) when `router`'s gateway can be realized on
-    `node` now: the node is wired to its network and has claimed its own port there."""
+                    ) -> tuple[Uplink, Subnet, str] | None:
+    """(uplink, external subnet, address of `port`) when `router`'s gateway can be realized
+    on `node` now: the node is wired to its network and has claimed its own port there."""
     up = uplink(node, router, networks)
     if up is None or port is None or not _on_gateway_network(port, router):
         return None
     fixed = next((f for f in port.fixed_ips if f.subnet_id in subnets), None)
     if fixed is None:
         return None
-    return up, port, subnets[fixed.subnet_id], fixed.ip_address
+    return up, subnets[fixed.subnet_id], fixed.ip_address
 
 
 def realize(
@@ -124,9 +124,9 @@ def realize(
     gateway here or its port is not claimed yet.
     """
     found = gateway_address(node, router, networks, subnets, gateway_port)
-    if found is None:
+    if found is None or gateway_port is None:
         return rns
-    up, gw_port, ext, address = found
+    up, ext, address = found
     dev = naming.gateway(router.id)
     plen = ipaddress.IPv4Network(ext.cidr).prefixlen
     addrs = set(rns.addrs) | {Addr(dev=dev, cidr=f"{address}/{plen}")}
@@ -144,7 +144,7 @@ def realize(
         maps.append(FloatingMap(fip.floating_ip_address, fip.fixed_ip_address))
     info = router.external_gateway_info
     snat_ip = address if info is not None and info.enable_snat else None
-    gateway = Gateway(name=dev, mac=gw_port.mac_address,
+    gateway = Gateway(name=dev, mac=gateway_port.mac_address,
                       mtu=min(up.network.mtu, node.underlay_mtu), parent=up.interface)
     return replace(rns, gateway=gateway, addrs=frozenset(addrs), routes=frozenset(routes),
                    nat=compile_nat(dev, maps, snat_ip, internal_cidrs))

@@ -297,9 +297,8 @@ class Agent:
         """The kernel state after `ops`, computed (see `_actual`)."""
         if not full and self.known is None:
             return  # a partial read is no baseline; the next full pass makes one
-        base = have if full else replace(self.known, loose_taps=have.loose_taps)
-        if full:
-            base = _with_applied_rulesets(want, have)
+        base = _with_applied_rulesets(want, have) if full else \
+            replace(self.known, loose_taps=have.loose_taps)
         try:
             after = effects.run(base, ops)
         except effects.SimError as exc:
@@ -393,8 +392,7 @@ def _with_applied_rulesets(want: NodeKernel, have: NodeKernel) -> NodeKernel:
     for name, rns in have.namespaces.items():
         wanted = want.namespaces.get(name)
         compiled = None if wanted is None else wanted.security
-        digest = getattr(compiled, "digest", None)
-        if digest is not None and digest == rns.security_digest:
+        if compiled is not None and compiled.digest == rns.security_digest:
             rns = replace(rns, security_applied=compiled)
         spaces[name] = rns
     return replace(have, namespaces=spaces)

@@ -118,12 +118,13 @@ def add_port(store: Store, network: Network, node: str, name: str = "",
     return port
 
 
-def gateway_ports(store: Store) -> list[Port]:
-    """Every node's own router gateway port (north-south addresses claimed by agents)."""
+def gateway_ports(store: Store, router_id: str) -> dict[str, Port]:
+    """Node → that node's own gateway port of `router_id` (claimed by its agent)."""
     from spanwire.model.router import DEVICE_OWNER_GATEWAY
 
     ports = (Port.from_bytes(kv.value) for kv in store.range(Port.prefix()).items)
-    return [p for p in ports if p.device_owner == DEVICE_OWNER_GATEWAY and p.binding_host_id]
+    return {p.binding_host_id: p for p in ports if p.device_owner == DEVICE_OWNER_GATEWAY
+            and p.device_id == router_id and p.binding_host_id}
 
 
 def _free_port() -> int:

@@ -121,24 +121,19 @@ def _node_addresses(bed: Testbed, topo: Topology, router_ids: dict[str, str],
                     progress: Progress, timeout: float = 60.0) -> dict[str, str]:
     """Each node's own external address per router, once every agent has claimed it and
     has applied what it needs (so the probes do not race the agents)."""
-    wanted = {(r.name, v.node) for v in topo.vms if (r := topo.uplink(v)) is not None}
+    wanted: dict[str, set[str]] = {}
+    for vm_spec in topo.vms:
+        router = topo.uplink(vm_spec)
+        if router is not None:
+            wanted.setdefault(router.name, set()).add(vm_spec.node)
     task = progress.add_task("north-south: per-node gateways", total=len(wanted))
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {}
-        for port in cloud.gateway_ports(bed.store()):
-            for name, rid in router_ids.items():
-                if port.device_id == rid and (name, port.binding_host_id) in wanted:
-                    found[snat_placeholder(name, port.binding_host_id)] = \
-                        port.fixed_ips[0].ip_address
-        progress.update(task, completed=len(found))
-        if len(found) == len(wanted):
-            bed.settle(max(1.0, deadline - time.monotonic()))
-            return found
-        if time.monotonic() > deadline:
-            raise Unavailable(f"nodes did not realize their router gateways in {timeout} s: "
-                              f"have {sorted(found)}")
-        time.sleep(0.2)
+    found = {}
+    for name, nodes in sorted(wanted.items()):
+        ports = bed.wait_gateways(router_ids[name], nodes, timeout)
+        found |= {snat_placeholder(name, node): ports[node].fixed_ips[0].ip_address
+                  for node in nodes}
+        progress.advance(task)
+    return found
 
 
 def _connectivity(topo: Topology, built: Built, progress: Progress) -> list[ProbeResult]:

@@ -232,6 +232,21 @@ class Testbed:
                 raise Unavailable(f"agents did not converge in {timeout} s: {pending}")
             time.sleep(0.2)
 
+    def wait_gateways(self, router_id: str, nodes: set[str], timeout: float = 60.0
+                      ) -> dict[str, Port]:
+        """Until each of `nodes` has claimed its own gateway port of `router_id` and every
+        agent has applied everything; returns node → that port."""
+        from spanwire.qualify import cloud
+
+        deadline = time.monotonic() + timeout
+        while not nodes <= set(found := cloud.gateway_ports(self.store(), router_id)):
+            if time.monotonic() > deadline:
+                raise Unavailable(f"router {router_id}: gateways claimed on {sorted(found)}, "
+                                  f"want {sorted(nodes)}")
+            time.sleep(0.1)
+        self.settle(max(1.0, deadline - time.monotonic()))
+        return found
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every node's agent has put its liveness key."""
         deadline = time.monotonic() + timeout

@@ -13,7 +13,6 @@ import json
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,8 +22,7 @@ from test_agent_routers import settle
 from spanwire.agent import naming
 from spanwire.dataplane import netns, process
 from spanwire.model import Port
-from spanwire.model.router import DEVICE_OWNER_GATEWAY
-from spanwire.qualify import failover, underlay
+from spanwire.qualify import cloud, failover, underlay
 from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
 
@@ -67,20 +65,13 @@ class World:
 
 
 def gateway_ports(bed: Testbed, router_id: str) -> dict[str, Port]:
-    ports = [Port.from_bytes(kv.value) for kv in bed.store().range(Port.prefix()).items]
-    return {p.binding_host_id: p for p in ports
-            if p.device_owner == DEVICE_OWNER_GATEWAY and p.device_id == router_id
-            and p.binding_host_id}
+    return cloud.gateway_ports(bed.store(), router_id)
 
 
 def converge(bed: Testbed, router_id: str, nodes: tuple[str, ...] = NODES,
              timeout: float = 30.0) -> None:
     """Until every node has claimed its gateway address and applied everything."""
-    deadline = time.monotonic() + timeout
-    while set(gateway_ports(bed, router_id)) != set(nodes):
-        assert time.monotonic() < deadline, f"gateways: {sorted(gateway_ports(bed, router_id))}"
-        time.sleep(0.1)
-    settle(bed, timeout)
+    bed.wait_gateways(router_id, set(nodes), timeout)
 
 
 @pytest.fixture(scope="module")
