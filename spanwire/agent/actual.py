@@ -30,7 +30,9 @@ from spanwire.agent.state import (
     Vxlan,
 )
 from spanwire.dataplane import dnsmasq, netns, nft, reader, sysctl
-from spanwire.dataplane.kernel import Kernel, Link
+from spanwire.dataplane.kernel import Kernel, Link, Snapshot
+
+AHEAD = 4  # namespaces whose dumps run ahead of the one being decoded (bounds processes)
 
 
 def _vxlan(link: Link) -> Vxlan:
@@ -47,8 +49,18 @@ def _vxlan(link: Link) -> Vxlan:
     )
 
 
-def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir: str) -> RoutingNs:
-    snap = reader.snapshot(ns)
+def _per_link(key: str) -> bool:
+    """A proxy_arp or proxy_delay key of a device (not all/default), which the
+    snapshot's netconf and ntable dumps report."""
+    parts = key.split("/")
+    return len(parts) == 5 and parts[3] not in ("all", "default") and (
+        (parts[:3] == ["net", "ipv4", "conf"] and parts[4] == "proxy_arp")
+        or (parts[:3] == ["net", "ipv4", "neigh"] and parts[4] == "proxy_delay"))
+
+
+def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir: str,
+                   pending: reader.Pending | None = None) -> RoutingNs:
+    snap: Snapshot = (pending or reader.start_snapshot(ns)).result()
     vx: Vxlan | None = None
     taps: set[Tap] = set()
     legs: set[Leg] = set()
@@ -70,7 +82,11 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
             gateway = Gateway(name=link.name, mac=link.mac, mtu=link.mtu, up=link.up)
         else:
             others.add(link.name)
-    values = sysctl.read(ns, sorted(sysctl_keys)) if sysctl_keys else {}
+    # Per-device keys come with the snapshot; the few namespace-wide ones are files.
+    values: dict[str, str | None] = {k: snap.link_sysctls.get(k) for k in sysctl_keys
+                                     if _per_link(k)}
+    rest = sorted(k for k in sysctl_keys if k not in values)
+    values.update(sysctl.read(ns, rest) if rest else {})
     dhcp = None
     ns_run = os.path.join(run_dir, ns)
     found = dnsmasq.find(ns, ns_run)
@@ -107,21 +123,31 @@ def read(
     sysctl_keys: Mapping[str, frozenset[str]],
     only: set[str] | None = None,
 ) -> NodeKernel:
-    """Actual state of every routing namespace of `node_ns` (or just those in `only`)."""
+    """Actual state of every routing namespace of `node_ns` (or just those in `only`).
+
+    Every namespace's `ip`/`bridge` dumps start at once and run while earlier
+    ones are decoded: a full read is then bound by Python's decoding, not by
+    waiting on one process after another.
+    """
+    names = [name for name in netns.list_names(node_ns + "-")
+             if (naming.is_routing_ns(node_ns, name) or naming.is_router_ns(node_ns, name))
+             and (only is None or name in only)]
+    loose = reader.start_links(node_ns)
+    pending = {name: reader.start_snapshot(name) for name in names[:AHEAD]}
     namespaces = {}
-    for name in netns.list_names(node_ns + "-"):
-        ours = naming.is_routing_ns(node_ns, name) or naming.is_router_ns(node_ns, name)
-        if not ours or (only is not None and name not in only):
-            continue
-        namespaces[name] = read_namespace(
-            kernel, name, sysctl_keys.get(name, frozenset()), run_dir
-        )
-    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=loose_taps(node_ns))
+    for i, name in enumerate(names):
+        if i + AHEAD < len(names):
+            pending[names[i + AHEAD]] = reader.start_snapshot(names[i + AHEAD])
+        namespaces[name] = read_namespace(kernel, name, sysctl_keys.get(name, frozenset()),
+                                          run_dir, pending.pop(name))
+    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=_loose(loose.result()))
 
 
 def loose_taps(node_ns: str) -> frozenset[str]:
     """Taps the hypervisor created in the node namespace, not plugged in yet."""
-    return frozenset(
-        link.name for link in reader.links(node_ns)
-        if link.kind == "veth" and link.name.startswith("tap")
-    )
+    return _loose(reader.links(node_ns))
+
+
+def _loose(links: list[Link]) -> frozenset[str]:
+    return frozenset(link.name for link in links
+                     if link.kind == "veth" and link.name.startswith("tap"))

@@ -25,7 +25,7 @@ from spanwire.agent.state import NodeKernel
 from spanwire.agent.status import StatusReporter
 from spanwire.dataplane import capabilities, dnsmasq
 from spanwire.dataplane.kernel import Kernel
-from spanwire.dataplane.monitor import LinkMonitor
+from spanwire.dataplane.monitor import OVERFLOW, LinkMonitor
 from spanwire.errors import Compacted, Conflict, InvalidInput, NotFound, SpanwireError, Unavailable
 from spanwire.model import Node, NodeLiveness
 from spanwire.store import Store, connect
@@ -34,6 +34,7 @@ log = logging.getLogger("spanwire.agent")
 
 DEBOUNCE = 0.005  # fold a burst of events into one reconcile
 WAKE = object()  # queued to make the loop check its stop flag
+FULL_PASS = object()  # queued when tracked state may be stale: read and plan everything
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,14 @@ class Agent:
         """A tap appeared in (or left) the node namespace: reconcile its network soon.
 
         The monitor also keeps the set of loose taps current, so an event-driven
-        pass needs no listing of the node namespace.
+        pass needs no listing of the node namespace. If the kernel dropped events,
+        that set is stale: it is read from the kernel until the next full pass.
         """
+        if event == OVERFLOW:
+            with self._loose_lock:
+                self._loose = None
+            self.cache.events.put(FULL_PASS)
+            return
         if not name.startswith("tap"):
             return
         with self._loose_lock:
@@ -202,6 +209,9 @@ class Agent:
                 return changed
             if isinstance(item, BaseException):
                 raise item
+            if item is FULL_PASS:
+                changed = None
+                continue
             if item is WAKE:
                 if self._stop.is_set():
                     return set()

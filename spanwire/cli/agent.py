@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-
 import typer
 
 from spanwire.cli.errors import friendly
-
-LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s component=%(name)s %(message)s"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,18 +20,6 @@ def register(app: typer.Typer) -> None:
         resync: float = typer.Option(30.0, "--resync", help="Full resync period, seconds."),
     ) -> None:
         """Watch the store and keep this node's kernel equal to the desired state."""
-        from spanwire.agent.runner import Agent
+        from spanwire.agent.service import serve
 
-        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
-        stop = threading.Event()
-        runner = Agent(store, node, run_dir or f"/run/spanwire/{node}", resync_interval=resync)
-
-        def on_signal(signum: int, _frame: object) -> None:
-            logging.getLogger("spanwire.agent").info("event=stopping node=%s signal=%d",
-                                                     node, signum)
-            stop.set()
-            runner.wake()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        runner.run(stop)
+        serve(store, node, run_dir, log_level, resync)

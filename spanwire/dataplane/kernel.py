@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from dataclasses import dataclass
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from spanwire.dataplane import netns
 from spanwire.errors import NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger("spanwire.dataplane")
 
@@ -53,6 +53,7 @@ class Snapshot:
     routes: list[tuple[str, str, str | None]]  # (dst/plen, dev, gateway)
     neighs: list[tuple[str, str, str]]  # permanent only: (dev, ip, mac)
     fdbs: list[tuple[str, str, str]]  # (dev, mac, dst)
+    link_sysctls: dict[str, str] = field(default_factory=dict)  # per-device sysctl key → value
 
 
 class Kernel:
@@ -70,6 +71,8 @@ class Kernel:
             if sock is None:
                 if not netns.exists(ns):
                     raise NotFound(f"namespace {ns} does not exist")
+                from pyroute2 import IPRoute  # see `_do`
+
                 sock = IPRoute(netns=ns)
                 mine = netns.socket_inode(sock.fileno())
                 if mine != netns.inode(ns) or mine == netns.host_inode():
@@ -165,6 +168,11 @@ class Kernel:
         self._indexes.pop((ns, name), None)
 
     def _do(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        # pyroute2 is imported on the first write, not at start: importing it costs
+        # about a quarter of a second, and a warm restart that finds nothing to
+        # change never writes (reads go through iproute2, `dataplane.reader`).
+        from pyroute2.netlink.exceptions import NetlinkError
+
         self.writes += 1
         try:
             return func(*args, **kwargs)

@@ -9,18 +9,19 @@ setns()'d into the target and proved it (inode check) before touching a file.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from pyroute2 import netns as _netns
-
 from spanwire.errors import SpanwireError, Unavailable
 
 NETNS_DIR = "/run/netns"
 SIOCGSKNS = 0x894C  # ioctl: fd of the namespace a socket belongs to
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
@@ -60,6 +61,8 @@ def create(name: str) -> None:
     _check_name(name)
     if exists(name):
         return
+    from pyroute2 import netns as _netns  # costly import, writers only
+
     _netns.create(name)
 
 
@@ -71,6 +74,8 @@ def remove(name: str) -> None:
     """
     _check_name(name)
     if exists(name):
+        from pyroute2 import netns as _netns  # costly import, writers only
+
         _netns.remove(name)
 
 
@@ -79,6 +84,17 @@ def socket_inode(fileno: int) -> int:
     fd = fcntl.ioctl(fileno, SIOCGSKNS)
     try:
         return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def _enter(name: str) -> None:
+    """setns(2) the calling thread into `name` (os.setns arrives only in Python 3.12)."""
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
     finally:
         os.close(fd)
 
@@ -95,7 +111,7 @@ def run_in(name: str, func: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            _netns.setns(name, flags=0, fork=False)
+            _enter(name)
             mine = os.stat("/proc/thread-self/ns/net").st_ino
             if mine != target or mine == host_inode():
                 raise WrongNamespace(f"thread is not in namespace {name}")

@@ -103,10 +103,16 @@ def list_table(ns: str, table: str = "spanwire", family: str = FAMILY) -> dict[s
 
 
 def list_tables(ns: str, family: str = FAMILY) -> frozenset[str]:
-    """Names of the `family` tables in `ns` (empty if there are none)."""
-    listing = _list(ns, ["tables", family])
-    return frozenset(str(item["table"]["name"]) for item in (listing or {}).get("nftables", [])
-                     if "table" in item and item["table"].get("family") == family)
+    """Names of the `family` tables in `ns` that hold a chain (empty if there are none).
+
+    Read from `list chains`, not `list tables`: nft 1.0.6 builds its whole rule
+    cache for `list tables` (0.13 s with 1,000 ports' chains), but not for
+    chains (0.02 s). Every table spanwire writes has chains, and a table
+    without chains filters nothing, so nothing the agent owns is missed.
+    """
+    listing = _list(ns, ["chains", family])
+    return frozenset(str(item["chain"]["table"]) for item in (listing or {}).get("nftables", [])
+                     if "chain" in item and item["chain"].get("family") == family)
 
 
 def delete_table(ns: str, table: str = "spanwire", family: str = FAMILY) -> bool:

@@ -7,12 +7,12 @@ api or agent can read what an older one wrote (rolling upgrades).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spanwire.errors import InvalidInput
@@ -83,7 +83,7 @@ class Resource(BaseModel):
     @classmethod
     def from_bytes(cls, raw: bytes) -> Self:
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)  # several times faster than json: agents load thousands
         except ValueError as exc:
             raise InvalidInput(f"stored {cls.KIND} is not JSON: {exc}") from exc
         try:
