@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.nft_table import RulesetChange
@@ -14,22 +16,101 @@ from spanwire.dataplane.kernel import Kernel
 log = logging.getLogger("spanwire.agent.apply")
 
 
-def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op]) -> int:
-    """Run `ops` in order; return how many ran. Stops at the first failure (raised)."""
+class Plugger:
+    """Moves taps into their routing namespaces from a thread of its own, while the
+    reconcile thread applies what goes before them.
+
+    Moving a link between namespaces waits for the kernel (an RCU grace period,
+    10 to 20 ms) and a new port's security table is one nft transaction of
+    about as long; neither needs the other, so a port comes up in the longer
+    of the two instead of their sum. The tap arrives down (a move closes a
+    device) and the plan brings it up only after its filtering is in: nothing
+    flows early. The worker thread owns its own `Kernel`: pyroute2 sockets are
+    used only by the thread that made them.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugger")
+        self._local = threading.local()
+        self._kernels: list[Kernel] = []
+
+    def _move(self, node_ns: str, name: str, ns: str) -> None:
+        self._kernel().move_link(node_ns, name, ns)
+
+    def warm(self, node_ns: str) -> None:
+        """Load pyroute2 and open the node namespace's socket now, in the worker, while the
+        agent is idle after its first pass: otherwise the first port to come up after a
+        restart would wait for both (about 0.3 s). The reconcile thread's own first
+        write then finds pyroute2 imported."""
+        self._pool.submit(self._open, node_ns)
+
+    def _open(self, node_ns: str) -> None:
+        try:
+            self._kernel().ipr(node_ns)
+        except Exception as exc:  # noqa: BLE001 - only a head start; moves open it anyway
+            log.warning("event=plugger_warmup_failed ns=%s error=%s", node_ns, exc)
+
+    def _kernel(self) -> Kernel:
+        kernel = getattr(self._local, "kernel", None)
+        if kernel is None:
+            kernel = self._local.kernel = Kernel()
+            self._kernels.append(kernel)
+        return kernel
+
+    def submit(self, op: o.MoveTap) -> Future[None]:
+        return self._pool.submit(self._move, op.node_ns, op.name, op.ns)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for kernel in self._kernels:
+            kernel.close()
+
+
+def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | None = None
+          ) -> int:
+    """Run `ops` in order; return how many ran. Stops at the first failure (raised).
+
+    With a `plugger`, taps bound for namespaces that already exist start moving
+    at once (see `Plugger`); each MoveTap op then waits for its own move.
+    """
+    early = _start_moves(ops, plugger) if plugger is not None else {}
     pending_sysctls: dict[str, dict[str, str]] = {}
     done = 0
-    for op in ops:
-        if isinstance(op, o.SetSysctl):
-            # Batched per namespace: one thread hop instead of one per key.
-            pending_sysctls.setdefault(op.ns, {})[op.key] = op.value
+    try:
+        for op in ops:
+            if isinstance(op, o.SetSysctl):
+                # Batched per namespace: one thread hop instead of one per key.
+                pending_sysctls.setdefault(op.ns, {})[op.key] = op.value
+                done += 1
+                continue
+            _flush(kernel, pending_sysctls)
+            move = early.pop(op, None) if isinstance(op, o.MoveTap) else None
+            if move is not None:
+                _finish_move(kernel, op, move)
+            else:
+                _one(kernel, run_dir, op)
+            log.info("op=%s %s", type(op).__name__, _describe(op))
             done += 1
-            continue
         _flush(kernel, pending_sysctls)
-        _one(kernel, run_dir, op)
-        log.info("op=%s %s", type(op).__name__, _describe(op))
-        done += 1
-    _flush(kernel, pending_sysctls)
+    finally:
+        for op, move in early.items():  # a failure stopped the pass: let no move outlive it
+            try:
+                _finish_move(kernel, op, move)
+            except Exception:  # noqa: BLE001 - the first failure is the one raised
+                log.warning("event=early_move_failed tap=%s", op.name)
     return done
+
+
+def _start_moves(ops: Sequence[o.Op], plugger: Plugger) -> dict[o.MoveTap, Future[None]]:
+    created = {op.ns for op in ops if isinstance(op, o.CreateNetns)}
+    return {op: plugger.submit(op) for op in ops
+            if isinstance(op, o.MoveTap) and op.ns not in created}
+
+
+def _finish_move(kernel: Kernel, op: o.MoveTap, move: Future[None]) -> None:
+    move.result()
+    kernel.writes += 1
+    kernel.forget_index(op.node_ns, op.name)  # it moved behind this Kernel's back
 
 
 def _flush(kernel: Kernel, pending: dict[str, dict[str, str]]) -> None:

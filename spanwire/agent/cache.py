@@ -96,6 +96,16 @@ class ModelCache:
         (empty: nothing changed), or None when every network may be affected
         (a node changed: its address is in every peer's FDB).
         """
+        split = self.apply_split(event)
+        return None if split is None else split[0] | split[1]
+
+    def apply_split(self, event: Event) -> tuple[set[str], set[str]] | None:
+        """`apply`, with the networks split in two: those the object itself is in, and
+        those it touches only through security-group membership (a new port's
+        address joins remote-group sets in every namespace with a member of its
+        groups). The runner plans the first right away (a port coming up waits on
+        it) and the second just after.
+        """
         kind, obj_id = store_keys.split(event.key)[:2]
         objs = self.objects.get(kind)
         if objs is None:
@@ -115,21 +125,22 @@ class ModelCache:
             # floating IP live in router namespaces, planned by full passes.
             return None
         if kind == Network.KIND:
-            return {obj_id}
+            return {obj_id}, set()
         if kind == SecurityGroup.KIND:
-            return set()  # rules and ports carry everything the kernel needs
+            return set(), set()  # rules and ports carry everything the kernel needs
         if kind == SecurityGroupRule.KIND:
             touched = security.networks_touched_by_rule((old, new), self.ports)
             log.info("event=rule_changed rule=%s group=%s networks=%s", obj_id,
                      (new or old).security_group_id, ",".join(sorted(touched)) or "-")
-            return touched
+            return touched, set()
         if kind == Port.KIND and any(
                 o is not None and o.device_owner in ROUTER_OWNERS for o in (old, new)):
             return None  # a router gained or lost an interface or address: replan routers
-        hit = {o.network_id for o in (old, new) if o is not None}
+        own = {o.network_id for o in (old, new) if o is not None}
+        others: set[str] = set()
         if kind == Port.KIND:
-            hit |= security.networks_touched_by_port(old, new, self.rules, self.ports)
-        return hit
+            others = security.networks_touched_by_port(old, new, self.rules, self.ports) - own
+        return own, others
 
     def network_of_tap(self, tap: str) -> str | None:
         for port in self.objects[Port.KIND].values():

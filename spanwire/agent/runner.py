@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from spanwire import __version__
 from spanwire.agent import actual, desired, effects, naming, north_south, routers
-from spanwire.agent.apply import apply
+from spanwire.agent.apply import Plugger, apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
 from spanwire.agent.plan.ops import MoveTap, Op, StartDhcp
@@ -32,7 +32,8 @@ from spanwire.store import Store, connect
 
 log = logging.getLogger("spanwire.agent")
 
-DEBOUNCE = 0.005  # fold a burst of events into one reconcile
+DEBOUNCE = 0.001  # fold a burst of events into one reconcile (a pass also batches what
+# arrives while it runs)
 WAKE = object()  # queued to make the loop check its stop flag
 FULL_PASS = object()  # queued when tracked state may be stale: read and plan everything
 
@@ -78,6 +79,8 @@ class Agent:
         self._loose: set[str] | None = None
         self._loose_lock = threading.Lock()
         self._monitor: LinkMonitor | None = None
+        self._later: set[str] = set()  # see `_drain`
+        self.plugger = Plugger()
         self._stop = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -113,6 +116,7 @@ class Agent:
             self._monitor.stop()
         self._release_lease()
         self._drop_store()
+        self.plugger.close()
         self.kernel.close()
 
     def _session(self, stop: threading.Event) -> None:
@@ -131,6 +135,7 @@ class Agent:
         self.cache.load(store)
         self.status.load(store)
         self.reconcile()
+        self.plugger.warm(node.netns)
         self._ensure_lease(store)
         self.cache.start_watches(store)
         last_full = time.monotonic()
@@ -143,8 +148,11 @@ class Agent:
                 if self.dirty or due or changed is None:
                     self.reconcile()  # everything: periodic resync, retry, node change
                     last_full = time.monotonic()
-                elif changed:
-                    self.reconcile(changed)
+                elif changed or self._later:
+                    if changed:
+                        self.reconcile(changed)
+                    if self._later:
+                        self.reconcile(self._later)
                 self._ensure_lease(store)
         finally:
             self.cache.stop_watches()
@@ -194,19 +202,22 @@ class Agent:
     def _drain(self, timeout: float) -> set[str] | None:
         """Wait for events; fold all that arrive within DEBOUNCE into the cache.
 
-        Returns the networks to reconcile (None: all of them).
+        Returns the networks to reconcile (None: all of them). Networks touched
+        only through security-group membership are kept in `self._later`,
+        for a pass right after this one's (see `ModelCache.apply_split`).
         """
         changed: set[str] | None = set()
+        later: set[str] = set()
         deadline = time.monotonic() + timeout
         while True:
-            wait = deadline - time.monotonic() if not changed and changed is not None \
-                else DEBOUNCE
+            wait = deadline - time.monotonic() if not changed and not later \
+                and changed is not None else DEBOUNCE
             if wait <= 0:
-                return changed
+                break
             try:
                 item = self.cache.events.get(timeout=wait)
             except queue.Empty:
-                return changed
+                break
             if isinstance(item, BaseException):
                 raise item
             if item is FULL_PASS:
@@ -221,11 +232,17 @@ class Agent:
                     if self._loose is not None:
                         self._loose.add(item.name)
                 network = self.cache.network_of_tap(item.name)
-                hit: set[str] | None = {network} if network else set()
+                split: tuple[set[str], set[str]] | None = ({network} if network else set(),
+                                                          set())
             else:
-                hit = self.cache.apply(item)
-            if changed is not None:
-                changed = None if hit is None else changed | hit
+                split = self.cache.apply_split(item)
+            if split is None:
+                changed = None
+            elif changed is not None:
+                changed |= split[0]
+                later |= split[1]
+        self._later = set() if changed is None else later - changed
+        return changed
 
     # -- reconcile ---------------------------------------------------------
 
@@ -260,7 +277,7 @@ class Agent:
         try:
             have = self._actual(want, only)
             ops = plan(want, have)
-            apply(self.kernel, self.run_dir, ops)
+            apply(self.kernel, self.run_dir, ops, self.plugger)
             self._track(want, have, ops, full=only is None)
             self.dirty = self.dirty and networks is not None
         except (SpanwireError, OSError) as exc:

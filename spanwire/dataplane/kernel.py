@@ -167,6 +167,10 @@ class Kernel:
     def _forget_index(self, ns: str, name: str) -> None:
         self._indexes.pop((ns, name), None)
 
+    def forget_index(self, ns: str, name: str) -> None:
+        """Drop a cached ifindex: the link was moved or replaced by another `Kernel`."""
+        self._forget_index(ns, name)
+
     def _do(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         # pyroute2 is imported on the first write, not at start: importing it costs
         # about a quarter of a second, and a warm restart that finds nothing to

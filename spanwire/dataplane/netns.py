@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from spanwire.errors import SpanwireError, Unavailable
+from spanwire.errors import NotFound, SpanwireError, Unavailable
 
 NETNS_DIR = "/run/netns"
 SIOCGSKNS = 0x894C  # ioctl: fd of the namespace a socket belongs to
@@ -90,7 +90,10 @@ def socket_inode(fileno: int) -> int:
 
 def _enter(name: str) -> None:
     """setns(2) the calling thread into `name` (os.setns arrives only in Python 3.12)."""
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"namespace {name} does not exist") from None
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
@@ -106,7 +109,10 @@ def run_in(name: str, func: Callable[[], T]) -> T:
     thread then exits, so no other thread ever changes namespace.
     """
     _check_name(name)
-    target = inode(name)
+    try:
+        target = inode(name)
+    except FileNotFoundError:
+        raise NotFound(f"namespace {name} does not exist") from None
     result: dict[str, object] = {}
 
     def body() -> None:
