@@ -51,3 +51,32 @@ def test_membership_change_reaches_the_networks_using_the_group_as_remote() -> N
     assert _put(cache, _port(4, NET_OTHER, ["db"], "10.2.0.4")) == {NET_OTHER, NET_WEB}
     other = cache.objects[Port.KIND]["port-3"]
     assert _put(cache, other.evolve(security_groups=["y"])) == {NET_OTHER}
+
+
+def test_a_new_port_splits_its_own_network_from_those_it_reaches_through_groups() -> None:
+    cache, _ = _cache()
+    new = _port(4, NET_OTHER, ["db"], "10.2.0.4")
+    assert cache.apply_split(Event(EventType.PUT, *_kv(new), 1)) == ({NET_OTHER}, {NET_WEB})
+    # a port joining a group used as remote in its own network: that network comes first only
+    mine = _port(5, NET_WEB, ["db"], "10.0.0.5")
+    assert cache.apply_split(Event(EventType.PUT, *_kv(mine), 1)) == ({NET_WEB}, set())
+
+
+def test_the_agent_plans_group_only_networks_after_the_ports_own() -> None:
+    from spanwire.agent.runner import Agent
+
+    agent = Agent("sqlite:///unused.db", "node1", "/nonexistent")
+    cache, _ = _cache()
+    agent.cache = cache
+    for port in (_port(4, NET_OTHER, ["db"], "10.2.0.4"), _port(6, NET_DB, ["z"], "10.1.0.6")):
+        cache.events.put(Event(EventType.PUT, *_kv(port), 1))
+    assert agent._drain(0.05) == {NET_OTHER, NET_DB}
+    assert agent._later == {NET_WEB}
+    cache.events.put(Event(EventType.PUT, *_kv(_port(7, NET_WEB, ["q"], "10.0.0.7")), 2))
+    cache.events.put(Event(EventType.PUT, *_kv(_port(8, NET_DB, ["db"], "10.1.0.8")), 3))
+    assert agent._drain(0.05) == {NET_WEB, NET_DB}
+    assert agent._later == set()  # already planned in the first pass: not twice
+
+
+def _kv(port: Port) -> tuple[str, bytes]:
+    return port.key, port.to_bytes()
