@@ -149,10 +149,11 @@ class Agent:
                     self.reconcile()  # everything: periodic resync, retry, node change
                     last_full = time.monotonic()
                 elif changed or self._later:
+                    later, self._later = self._later, set()
                     if changed:
                         self.reconcile(changed)
-                    if self._later:
-                        self.reconcile(self._later)
+                    if later:
+                        self.reconcile(later)
                 self._ensure_lease(store)
         finally:
             self.cache.stop_watches()
