@@ -179,11 +179,13 @@ def _rule_match(key: RuleKey, direction: str) -> list[Json] | None:
     return exprs
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _span(address: str) -> tuple[int, int] | None:
     """First and last address of an IPv4 address or prefix as integers (None: not IPv4).
 
     Plain dotted quads (what ports have) skip `ipaddress`, which is slow at
     a thousand members; anything else goes through it, with its validation.
+    Remembered: a membership change recompiles sets of a thousand members.
     """
     parts = address.split(".")
     if len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and
