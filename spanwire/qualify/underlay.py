@@ -9,6 +9,23 @@ The provider network ("public", flat) is a second L2 segment: every node has
 its own leg on it (DESIGN: no network node), and the "outside" host stands for
 the world beyond the cloud (the external subnet's gateway).
 
+Two settings make one machine behave more like separate hosts (both only in
+namespaces of ours):
+
+- each host's ingress legs (a node's `ul0` and `px0`, the outside host's
+  `eth0`) steer their receive work (RPS) to that host's own CPU (`rps_cpu`:
+  node index mod CPUs; the outside host shares node1's, see
+  `OUTSIDE_CPU_AS_NODE`).
+  A veth delivers into the backlog of the CPU that sent, so without it one
+  CPU does the sender's *and* the receiver's work (VXLAN decap, the
+  receiver's routing namespace, security group and VM) while the raw
+  underlay pays only a bridge hop, which understates what an overlay path
+  costs relative to it on two real machines;
+- the bridges do not pass frames through netfilter: `br_netfilter` is built
+  into the test kernel, and `bridge-nf-call-*` (per namespace) default to 1,
+  so every frame crossing the underlay or provider bridge would run the
+  `inet` hooks for nothing. They are set to 0 in the underlay namespace.
+
 Nothing here touches the host's namespace: every link is created directly in
 a namespace of ours.
 """
@@ -16,8 +33,9 @@ a namespace of ours.
 from __future__ import annotations
 
 import contextlib
+import os
 
-from spanwire.dataplane import netns, process, sysctl
+from spanwire.dataplane import netns, process, rps, sysctl
 from spanwire.dataplane.kernel import Kernel
 from spanwire.errors import SpanwireError
 
@@ -31,6 +49,15 @@ EXTERNAL_CIDR = "203.0.113.0/24"
 OUTSIDE_IP = "203.0.113.1"
 EXTERNAL_POOL = ("203.0.113.10", "203.0.113.250")  # floating IPs and per-node SNAT addresses
 EXTERNAL_NETWORK = "public"
+NODE_LEGS = ("ul0", PROVIDER_IFACE)  # where traffic enters a node
+OUTSIDE_LEGS = ("eth0",)  # where it enters the outside host
+# The outside host's receive work shares node1's CPU. With two CPUs one of the
+# three hosts must share; the outside host sends to the second node in both
+# floating-IP bandwidth paths (bench/dataplane.py, qualify's class), which
+# must cross CPUs, as two machines would. (SNAT, node1 → outside, does not.)
+OUTSIDE_CPU_AS_NODE = 1
+BRIDGE_NF = tuple(f"net/bridge/bridge-nf-call-{t}" for t in ("iptables", "ip6tables",
+                                                              "arptables"))
 
 
 def underlay_ns(prefix: str) -> str:
@@ -45,9 +72,38 @@ def node_ip(index: int) -> str:
     return f"{UNDERLAY_NET}.{index}"
 
 
+def rps_cpu(index: int, cpus: int) -> int:
+    """The CPU that does the receive work of node `index` (1, 2, ...) on `cpus` CPUs."""
+    return index % max(cpus, 1)
+
+
+def rps_mask(index: int, cpus: int) -> int:
+    """The RPS mask of node `index`'s ingress legs: its CPU, or 0 (no steering) with one CPU,
+    where there is nothing to steer to."""
+    return 1 << rps_cpu(index, cpus) if cpus >= 2 else 0
+
+
+def steered_legs(prefix: str, nodes: dict[str, int]) -> list[tuple[str, str, int]]:
+    """(namespace, device, node index whose CPU it steers to) of every ingress leg of the
+    testbed with nodes `nodes` (name → index): the outside host's, then each node's."""
+    legs = [(outside_ns(prefix), dev, OUTSIDE_CPU_AS_NODE) for dev in OUTSIDE_LEGS]
+    for name, index in sorted(nodes.items(), key=lambda item: item[1]):
+        legs += [(node_ns(prefix, name), dev, index) for dev in NODE_LEGS]
+    return legs
+
+
+def steer(kernel: Kernel, ns: str, devs: tuple[str, ...], index: int) -> None:
+    """Steer what `devs` in `ns` receive to node `index`'s CPU (see the module docstring)."""
+    for dev in devs:
+        rps.set_mask(kernel, ns, dev, rps_mask(index, os.cpu_count() or 1))
+
+
 def build_underlay(kernel: Kernel, prefix: str, mtu: int = 1500) -> None:
     ns = underlay_ns(prefix)
     _host(kernel, ns)
+    # Absent without br_netfilter: then the bridges skip netfilter anyway.
+    if all(v is not None for v in sysctl.read(ns, BRIDGE_NF).values()):
+        sysctl.write(ns, dict.fromkeys(BRIDGE_NF, "0"))
     _bridge(kernel, ns, BRIDGE, mtu)
     _bridge(kernel, ns, PROVIDER_BRIDGE, mtu)
 
@@ -89,6 +145,7 @@ def build_outside(kernel: Kernel, prefix: str, mtu: int = 1500) -> str:
     plen = EXTERNAL_CIDR.split("/")[1]
     with contextlib.suppress(SpanwireError):
         kernel.addr(ns, "add", "eth0", f"{OUTSIDE_IP}/{plen}", noprefixroute=False)
+    steer(kernel, ns, OUTSIDE_LEGS, OUTSIDE_CPU_AS_NODE)
     return ns
 
 
@@ -98,6 +155,7 @@ def build_node(kernel: Kernel, prefix: str, node: str, index: int, mtu: int = 15
     _host(kernel, ns)
     _plug(kernel, prefix, BRIDGE, f"ul{index}", ns, "ul0", mtu)
     _plug(kernel, prefix, PROVIDER_BRIDGE, f"pp{index}", ns, PROVIDER_IFACE, mtu)
+    steer(kernel, ns, NODE_LEGS, index)
     ip = node_ip(index)
     with contextlib.suppress(SpanwireError):
         kernel.addr(ns, "add", "ul0", f"{ip}/24", noprefixroute=False)

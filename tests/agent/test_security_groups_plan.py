@@ -1,7 +1,7 @@
 """Pure tests of the security-group compiler: no root, no kernel.
 
 Packets are judged by a small interpreter of the nft JSON subset the compiler
-emits (payload/meta/ct matches, sets, vmaps, jump/return/accept/drop), so the
+emits (payload/meta/ct matches, sets, vmaps, jump/goto/return/accept/drop), so the
 tests check behaviour — what passes, what is dropped — not the text. The
 real-kernel tests in tests/dataplane prove nft agrees with this reading.
 """
@@ -81,10 +81,12 @@ class Nft:
         self.chains: dict[str, list[list[dict[str, Any]]]] = {}
         self.sets: dict[str, list[Any]] = {}
         self.maps: dict[str, dict[str, Any]] = {}
+        self.specs: dict[str, dict[str, Any]] = {}
         for cmd in as_doc(doc)["nftables"]:
             add = cmd.get("add", {})
             if "chain" in add:
                 self.chains[add["chain"]["name"]] = []
+                self.specs[add["chain"]["name"]] = add["chain"]
             elif "rule" in add:
                 self.chains[add["rule"]["chain"]].append(add["rule"]["expr"])
             elif "set" in add:
@@ -126,7 +128,12 @@ class Nft:
         return NUMS.get(right, right) == value if isinstance(value, int) else value == right
 
     def run(self, chain: str, p: Pkt) -> str | None:
-        """'accept', 'drop' or None (fell off the end / returned)."""
+        """'accept', 'drop' or None (fell off the end / returned).
+
+        A `jump` comes back here when its chain returns; a `goto` does not: what
+        the chain gone to decides is what this one decides (the kernel keeps no
+        return address for a goto).
+        """
         for exprs in self.chains[chain]:
             for e in exprs:
                 if "match" in e:
@@ -145,6 +152,8 @@ class Nft:
                     if verdict:
                         return verdict
                     break
+                if "goto" in e:
+                    return self.run(e["goto"]["target"], p)
                 verb = next(iter(e))
                 return None if verb == "return" else verb
         return None
@@ -152,11 +161,14 @@ class Nft:
     def verdict(self, p: Pkt, local: str = "") -> str:
         """`local`: 'in' (to the namespace), 'out' (from it); default: forwarded."""
         hooks = {"in": ["prerouting", "input"], "out": ["output"]}.get(
-            local, ["prerouting", "forward", "forward-in"])
+            local, ["prerouting", "forward"])
         for hook in hooks:
             if self.run(hook, p) == "drop":
                 return "drop"
         return "accept"
+
+    def base_chains(self) -> dict[str, Any]:
+        return {name: spec for name, spec in self.specs.items() if "hook" in spec}
 
 
 def as_doc(doc: dict[str, Any] | sg.Ruleset) -> dict[str, Any]:
@@ -377,6 +389,7 @@ def test_compile_never_raises_is_deterministic_and_well_formed(
             if "vmap" in e:
                 assert e["vmap"]["data"][1:] in nft.maps
             assert "jump" not in e or e["jump"]["target"] in nft.chains
+            assert "goto" not in e or e["goto"]["target"] in nft.chains
             right = e.get("match", {}).get("right")
             if isinstance(right, str) and right.startswith("@"):
                 assert right[1:] in nft.sets
@@ -392,9 +405,95 @@ def test_ports_sharing_an_id_prefix_get_distinct_chains_and_custom_table() -> No
                              table="sgtest")
     cmds = doc.document()["nftables"]
     chains = [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]
-    assert len(chains) == len(set(chains)) == 2 * 3 + 2 + 5 + 1
+    assert len(chains) == len(set(chains)) == 2 * 3 + 2 + 4 + 1
     objects = [next(iter(cmd.values())) for cmd in cmds[1:]]
     assert {o.get("table", o.get("name")) for obj in objects for o in obj.values()} == {"sgtest"}
     update = json.loads(sg.render(sg.sets_update(doc)))["nftables"]
     assert [next(iter(c)) for c in update[1:]] == ["flush", "add", "flush", "add"]
     assert update[-1]["add"]["rule"]["table"] == "sgtest"
+
+
+def test_one_forward_chain_and_only_base_chains_accept() -> None:
+    """Egress and ingress share one `forward` base chain, so an `accept` anywhere below
+    it would skip the other check: allow is `return`, deny `drop`."""
+    nft = Nft(compile_([A, B, C], default_rules(WEB) + default_rules(OTHER)))
+    assert {n: (s["hook"], s["prio"]) for n, s in nft.base_chains().items()} == {
+        "prerouting": ("prerouting", -300), "input": ("input", 0),
+        "forward": ("forward", 0), "output": ("output", 0)}
+    forward = nft.chains["forward"]
+    assert forward[0] == [sg._EST, {"accept": None}]
+    assert [e[0]["vmap"]["data"] for e in forward[1:]] == ["@egress", "@ingress"]
+    for name, rules in nft.chains.items():
+        if name not in nft.base_chains():
+            assert not any("accept" in e for r in rules for e in r), name
+
+
+def test_a_new_flow_needs_the_senders_egress_and_the_receivers_ingress() -> None:
+    """Both ports in this namespace: each check alone would let these through."""
+    rules = [rule(WEB, "egress"), rule(WEB, "ingress", protocol="tcp", port_range_min=22),
+             rule(OTHER, "egress", protocol="tcp", port_range_min=443),
+             rule(OTHER, "ingress", protocol="tcp", port_range_min=80)]
+    doc = compile_([A, C], rules)
+    assert ok(doc, flow(A, C, dport=80)), "A may send anything, C takes 80"
+    assert not ok(doc, flow(A, C, dport=22)), "A may send it, C's ingress refuses"
+    assert not ok(doc, flow(C, A, dport=22)), "A takes 22, C's egress refuses"
+    assert not ok(doc, flow(C, A, dport=443)), "C may send 443, A's ingress refuses"
+    assert ok(doc, flow(C, "192.0.2.1", dport=443)) and ok(doc, flow("10.0.0.99", A))
+    assert ok(doc, flow(C, A, dport=443, ct="established")), "replies skip both checks"
+
+
+def test_a_port_in_several_groups_is_allowed_what_any_of_them_allows() -> None:
+    both = mkport(4, [WEB, OTHER])
+    rules = [rule(WEB, "ingress", protocol="tcp", port_range_min=22),
+             rule(OTHER, "ingress", protocol="udp", port_range_min=53),
+             rule(OTHER, "egress", protocol="icmp"), rule(WEB, "egress")]
+    doc = compile_([A, both, C], rules)
+    assert ok(doc, flow(A, both, dport=22)) and ok(doc, flow(A, both, proto="udp", dport=53))
+    assert not ok(doc, flow(A, both, dport=23)), "neither group opens 23"
+    assert ok(doc, flow(both, "192.0.2.1", dport=80)), "WEB's egress allows all"
+    assert not ok(doc, flow(C, "192.0.2.1", dport=80)), "OTHER alone allows only icmp out"
+    chains = Nft(doc).chains
+    union = [n for n in chains if n.startswith("grp-") and "_" in n]
+    assert sorted(union) == ["grp-aaaaaaaa0000_bbbbbbbb0000-i", "grp-aaaaaaaa0000_bbbbbbbb0000-o"]
+    assert "grp-aaaaaaaa0000-i" in chains and "grp-bbbbbbbb0000-o" in chains
+
+
+MERGED_SKELETON = sg._compile_skeleton
+
+
+def _two_chain_skeleton(frag: sg.Fragment) -> sg.Content:
+    """The skeleton before the merge: egress in `forward` (0), ingress in `forward-in` (10)."""
+    content = MERGED_SKELETON(frag)
+    (table,) = frag.inputs
+    moved = next(t for c, t in content.rules if c == "forward" and "@ingress" in t)
+    spec = {**sg.ref(table, "forward-in"), "type": "filter", "hook": "forward", "prio": 10,
+            "policy": "accept"}
+    est = sg.canon({"add": {"rule": {"family": "inet", "table": table, "chain": "forward-in",
+                                     "expr": [sg._EST, {"accept": None}]}}})
+    return replace(content, creates=(*content.creates, sg.canon({"add": {"chain": spec}})),
+                   chains=(*content.chains, "forward-in"),
+                   rules=(*[(c, t) for c, t in content.rules if t != moved], ("forward-in", est),
+                          ("forward-in", moved.replace('"chain":"forward"',
+                                                       '"chain":"forward-in"'))))
+
+
+def test_a_table_of_the_two_chain_layout_is_replaced_whole(monkeypatch: Any) -> None:
+    """An agent upgraded over a kernel holding the old layout: every digest differs
+    (the compiler's fingerprint covers the skeleton), so it is one REPLACE."""
+    try:
+        monkeypatch.setattr(sg, "_compile_skeleton", _two_chain_skeleton)
+        sg._fingerprint.cache_clear()
+        old = compile_([A, B], default_rules(WEB))
+        assert "forward-in" in Nft(old).base_chains()
+        monkeypatch.undo()
+        sg._fingerprint.cache_clear()
+        new = compile_([A, B], default_rules(WEB))
+    finally:
+        sg._fingerprint.cache_clear()
+    assert "forward-in" not in Nft(new).base_chains()
+    assert not {(f.key, f.digest) for f in old.fragments} & {(f.key, f.digest)
+                                                              for f in new.fragments}
+    assert sg.incremental(old, new) is None
+    for applied in (None, old):
+        (op,) = sg.plan_ruleset("ns", new, old.digest, applied)
+        assert op.change == sg.RulesetChange.REPLACE and op.payload == new.render()

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -347,3 +348,76 @@ def test_replace_leaves_no_stale_members_or_chains(bed: Bed) -> None:
     chains = {i["chain"]["name"] for i in listing["nftables"] if "chain" in i}
     assert not any(name.startswith(c.port.id[:8]) for name in chains)
     assert tcp(c, a.ip, 22) is False and tcp(c, b.ip, 23) is False
+
+
+def base_chains(bed: Bed) -> dict[str, tuple[str, int]]:
+    listing = nft.list_table(bed.rns) or {"nftables": []}
+    return {i["chain"]["name"]: (i["chain"]["hook"], i["chain"]["prio"])
+            for i in listing["nftables"] if "hook" in i.get("chain", {})}
+
+
+def test_one_forward_chain_checks_sender_egress_and_receiver_ingress(bed: Bed) -> None:
+    """C in two groups: what either allows passes, in both directions, and each new flow
+    still meets the other port's rules in the same (one) forward chain."""
+    a, b, c = bed.vms["a"], bed.vms["b"], bed.vms["c"]
+    both = c.port.evolve(security_groups=[OTHER, WEB])
+    bed.install([a.port, b.port, both], base_rules(), members(bed, c.ip))
+    assert base_chains(bed) == {"prerouting": ("prerouting", -300), "input": ("input", 0),
+                                "forward": ("forward", 0), "output": ("output", 0)}
+    assert ping(a, c.ip), "WEB's ingress icmp now applies to C"
+    assert tcp(a, c.ip, 22), "and WEB's tcp 22 from members"
+    assert not tcp(a, c.ip, 23), "neither group opens 23"
+    assert ping(c, b.ip), "WEB's egress (all) now applies to C"
+    assert not tcp(c, b.ip, 23), "C may send it, B's ingress refuses"
+    assert tcp(c, b.ip, 22), "C is a WEB member: B's tcp 22 rule takes it"
+
+
+def two_chain_table(rs: sg.Ruleset) -> dict[str, object]:
+    """The table the agent before the merged `forward` chain wrote for the same state
+    (ports in one group each): egress in `forward` (priority 0), ingress in `forward-in`
+    (priority 10), port and group chains that accept, and a digest of its own."""
+    cmds: list[dict[str, Any]] = []
+    forward_in: list[dict[str, Any]] = []
+    for cmd in rs.document()["nftables"]:
+        r = cmd.get("add", {}).get("rule")
+        if r is None or r["chain"] == sg.META_CHAIN:
+            if r is None:
+                cmds.append(cmd)
+            continue
+        expr = r["expr"]
+        if r["chain"] == "forward" and expr[-1].get("vmap", {}).get("data") == "@ingress":
+            forward_in = [[sg._EST, {"accept": None}], expr]
+            continue
+        if r["chain"].startswith("grp-"):
+            if expr == [{"drop": None}]:
+                continue
+            expr = [*expr[:-1], {"accept": None}]
+        elif r["chain"].endswith(("-o", "-i")) and "goto" in expr[-1]:
+            cmds.append({"add": {"rule": {**r, "expr": [{"jump": expr[-1]["goto"]}]}}})
+            expr = [{"drop": None}]
+        elif r["chain"].endswith("-o") and "return" in expr[-1]:
+            expr = [*expr[:-1], {"accept": None}]
+        cmds.append({"add": {"rule": {**r, "expr": expr}}})
+    spec = {"family": "inet", "table": rs.table, "name": "forward-in", "type": "filter",
+            "hook": "forward", "prio": 10, "policy": "accept"}
+    at = next(i for i, c in enumerate(cmds) if "rule" in c.get("add", {}))
+    cmds.insert(at, {"add": {"chain": spec}})
+    cmds += [{"add": {"rule": {"family": "inet", "table": rs.table, "chain": "forward-in",
+                               "expr": e}}} for e in forward_in]
+    old = sg.seal(rs.table, cmds[4:])  # after metainfo and the add/delete/add of the table
+    assert sg.ruleset_digest(old) != rs.digest
+    return old
+
+
+def test_a_kernel_with_the_two_chain_table_is_converged_in_one_replace(bed: Bed) -> None:
+    a, b, c = bed.vms["a"], bed.vms["b"], bed.vms["c"]
+    desired = sg.compile_ruleset(ports(bed), base_rules(), members(bed))
+    nft.apply(bed.rns, sg.render(two_chain_table(desired)))
+    assert base_chains(bed)["forward-in"] == ("forward", 10)
+    assert tcp(a, b.ip, 22) and not tcp(c, b.ip, 22) and not ping(a, c.ip), "old layout works"
+    ops = bed.install(ports(bed), base_rules(), members(bed))
+    assert [op.change for op in ops] == [sg.RulesetChange.REPLACE]
+    assert "forward-in" not in base_chains(bed)
+    assert nft.read_digest(bed.rns) == desired.digest
+    assert tcp(a, b.ip, 22) and not tcp(c, b.ip, 22) and not ping(a, c.ip)
+    assert bed.install(ports(bed), base_rules(), members(bed)) == [], "then nothing to do"

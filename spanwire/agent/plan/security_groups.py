@@ -10,9 +10,20 @@ from it with `dataplane.nft`. Neutron semantics:
   dropped in every port chain;
 - per secured port three chains: `<port>-s` (anti-spoofing, hook prerouting
   at raw priority, before conntrack so forged packets never create state),
-  `<port>-o` (egress) and `<port>-i` (ingress), both default deny, jumping
-  to one shared chain per group and direction (`grp-<group>-o`/`-i`, holding
-  that group's rules once), so a rule costs one nft rule however many ports use its group;
+  `<port>-o` (egress) and `<port>-i` (ingress), both default deny, going to
+  one shared chain per group set and direction (`grp-<group>-o`/`-i` for a
+  port in one group, `grp-<group>_<group>...-o` for several: the union of
+  their rules), so a rule costs one nft rule however many ports use its group
+  (or set of groups);
+- allow is `return`, deny is `drop`: no port or group chain accepts. A
+  forwarded packet crosses one `forward` base chain (established accept, the
+  egress map on iifname, the ingress map on oifname), and a new flow between
+  two ports of this namespace must pass the sender's egress rules *and* the
+  receiver's ingress rules there; an `accept` in the egress check would end
+  the base chain and skip the ingress one. So a group chain returns on the
+  first matching rule and drops at its end, and the port chain `goto`s it,
+  so that return lands back in the base chain (one base chain per packet,
+  not one per direction: established traffic costs one `ct state` check);
 - the base chains reach a port's chains through three named verdict maps
   (`spoof`, `egress`: iifname; `ingress`: oifname), so adding or removing a
   port adds or removes map elements and its own chains, nothing else;
@@ -141,6 +152,15 @@ def _stable_names(ids: Iterable[str], width: int = 12) -> dict[str, str]:
     return names
 
 
+def _group_set_name(names: list[str], suffix: str) -> str:
+    """`grp-<name>-<suffix>` of a group set: its groups' stable names (sorted, `_`-joined),
+    or a digest of them when that gets long; so it depends on those groups only."""
+    joined = "_".join(sorted(names))
+    if len(joined) > 64:
+        joined = "h" + sha(joined)[:16]
+    return f"grp-{joined}-{suffix}"
+
+
 def _rule_key(rule: SecurityGroupRule, sets: Mapping[str, str]) -> RuleKey:
     remote_set = sets.get(rule.remote_group_id) if rule.remote_group_id else None
     return (rule.ethertype, rule.protocol, rule.port_range_min, rule.port_range_max,
@@ -262,16 +282,20 @@ def _chain_cmds(table: str, chains: Iterable[tuple[str, Json, list[list[Json]]]]
     return tuple(creates), tuple(names), tuple(rules)
 
 
+def _decide(group_chain: str | None) -> list[Json]:
+    """The last rule of a port's direction chain: its group set's chain decides (return on
+    allow, drop otherwise), or, when its groups allow nothing this way, drop."""
+    return [{"goto": {"target": group_chain}} if group_chain else {"drop": None}]
+
+
 def _compile_port(frag: Fragment) -> Content:
     table, tap, mac, ips, pairs, egress, ingress = frag.inputs
     name = frag.name
     creates, chains, rules = _chain_cmds(table, [
         (f"{name}-s", {}, _spoof_rules(mac, ips, pairs)),
         (f"{name}-o", {}, [[_INVALID, {"drop": None}], [*_DHCP_OUT, {"drop": None}],
-                           [*_DHCP_IN, {"accept": None}],
-                           *[[{"jump": {"target": g}}] for g in egress], [{"drop": None}]]),
-        (f"{name}-i", {}, [[_INVALID, {"drop": None}],
-                           *[[{"jump": {"target": g}}] for g in ingress], [{"drop": None}]]),
+                           [*_DHCP_IN, {"return": None}], _decide(egress)]),
+        (f"{name}-i", {}, [[_INVALID, {"drop": None}], _decide(ingress)]),
     ])
     elements = tuple((m, tap, canon({"add": {"element": {
         **ref(table, m), "elem": [[tap, {"jump": {"target": f"{name}-{s}"}}]]}}}))
@@ -280,7 +304,9 @@ def _compile_port(frag: Fragment) -> Content:
 
 
 def _compile_group(frag: Fragment) -> Content:
-    """A group's rules of one direction: each compiled once, deduplicated, sorted."""
+    """The rules of a group set of one direction (each compiled once, deduplicated, sorted),
+    each returning on a match, then drop: reached by `goto`, its return ends the port's check
+    as allowed and its drop as denied."""
     table, direction, keys = frag.inputs
     by_text: dict[str, list[Json]] = {}
     for key in keys:
@@ -289,7 +315,7 @@ def _compile_group(frag: Fragment) -> Content:
             by_text[canon(match)] = match
     if not by_text:
         return Content()
-    exprs = [[*by_text[t], {"accept": None}] for t in sorted(by_text)]
+    exprs = [[*by_text[t], {"return": None}] for t in sorted(by_text)] + [[{"drop": None}]]
     creates, chains, rules = _chain_cmds(table, [(frag.name, {}, exprs)])
     return Content(creates=creates, chains=chains, rules=rules)
 
@@ -303,9 +329,9 @@ def _compile_set(frag: Fragment) -> Content:
 
 
 def _compile_skeleton(frag: Fragment) -> Content:
-    """Base chains and verdict maps. Egress and ingress sit in separate base chains:
-    an `accept` ends only its own base chain, so traffic a port may send still
-    meets the ingress rules of the port it goes to (priority 10, after egress at 0)."""
+    """Base chains and verdict maps. One `forward` chain checks the sending port's egress
+    and then the receiving port's ingress: their chains return on allow (see the module
+    docstring), so both checks run for a new flow between two ports of this namespace."""
     (table,) = frag.inputs
 
     def vmap(suffix: str) -> list[Json]:
@@ -320,8 +346,7 @@ def _compile_skeleton(frag: Fragment) -> Content:
     creates, chains, rules = _chain_cmds(table, [
         ("prerouting", base("prerouting", -300), [vmap("s")]),
         ("input", base("input", 0), [est, vmap("o")]),
-        ("forward", base("forward", 0), [est, vmap("o")]),
-        ("forward-in", base("forward", 10), [est, vmap("i")]),
+        ("forward", base("forward", 0), [est, vmap("o"), vmap("i")]),
         ("output", base("output", 0), [est, [*_DHCP_OUT, {"accept": None}], vmap("i")]),
     ])
     maps = tuple(canon({"add": {"map": {**ref(table, name), "type": "ifname",
@@ -342,7 +367,7 @@ def _fingerprint() -> str:
     samples = [
         Fragment("port", "p", ("t", "tapx", "fa:16:3e:00:00:01", ("10.0.0.2",),
                                (("10.1.0.0/24", None), ("10.0.0.9", "fa:16:3e:00:00:09")),
-                               ("grp-g-o",), ("grp-g-i",)), ""),
+                               "grp-g-o", None), ""),
         Fragment("group", "grp-g-i", ("t", "ingress", (
             ("IPv4", "tcp", 22, 23, None, "sg_g"), ("IPv4", "icmp", 8, 0, "10.0.0.0/8", None),
             ("IPv4", "132", None, None, None, None), ("IPv6", None, None, None, None, None))), ""),
@@ -384,26 +409,29 @@ def compile_ruleset(
     keys: dict[tuple[str, str], set[RuleKey]] = {}
     for r in live:
         keys.setdefault((r.security_group_id, r.direction), set()).add(_rule_key(r, sets))
-    gnames = _stable_names(g for g, _ in keys)
+    gnames = _stable_names(groups_here)
     frags: list[Fragment] = []
     for gid in sorted(sets):
         addresses = tuple(sorted(set(group_members.get(gid, []))))
         frags.append(_set_fragment(table, sets[gid], addresses))
-    gchain: dict[tuple[str, str], str] = {}
-    for (gid, direction), ks in keys.items():
-        name = f"grp-{gnames[gid]}-{_SUFFIX[direction]}"
-        frag = _fragment("group", name, (table, direction, tuple(sorted(ks, key=repr))))
-        if compiled(frag).rules:
-            frags.append(frag)
-            gchain[(gid, direction)] = name
+    # One chain per (group set, direction) that some port uses; None: its groups allow nothing.
+    gchain: dict[tuple[tuple[str, ...], str], str | None] = {}
+    for group_set in sorted({tuple(sorted(set(p.security_groups))) for p in ports.values()}):
+        for direction in ("egress", "ingress"):
+            union = set().union(*(keys.get((g, direction), ()) for g in group_set))
+            name = _group_set_name([gnames[g] for g in group_set], _SUFFIX[direction])
+            frag = _fragment("group", name, (table, direction, tuple(sorted(union, key=repr))))
+            allows = bool(compiled(frag).rules)
+            gchain[(group_set, direction)] = name if allows else None
+            if allows:
+                frags.append(frag)
     pnames = _stable_names(ports)
     for pid, port in ports.items():
-        groups = sorted(set(port.security_groups))
+        group_set = tuple(sorted(set(port.security_groups)))
         inputs = (table, naming.tap(pid), port.mac_address,
                   tuple(sorted(f.ip_address for f in port.fixed_ips)),
                   tuple(sorted((p.ip_address, p.mac_address) for p in port.allowed_address_pairs)),
-                  tuple(gchain[k] for k in ((g, "egress") for g in groups) if k in gchain),
-                  tuple(gchain[k] for k in ((g, "ingress") for g in groups) if k in gchain))
+                  gchain[(group_set, "egress")], gchain[(group_set, "ingress")])
         frags.append(_fragment("port", pnames[pid], inputs))
     frags.append(_fragment("skeleton", "skeleton", (table,)))
     frags.sort(key=lambda f: (f.rank, f.name))
