@@ -96,12 +96,18 @@ _V4 = {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv
 RuleKey = tuple[str, str | None, int | None, int | None, str | None, str | None]
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _fragment(kind: str, name: str, inputs: tuple[Any, ...]) -> Fragment:
+    return _fragment_for(_fingerprint(), kind, name, inputs)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fragment_for(fingerprint: str, kind: str, name: str, inputs: tuple[Any, ...]) -> Fragment:
     """Remembered: a namespace with a thousand ports recompiles its table on every
     port event, and all but one of the port fragments are the same as last time
-    (hashing their inputs is a tenth of the cost of digesting them again)."""
-    return Fragment(kind, name, inputs, sha(_fingerprint(), kind, name, repr(inputs)))
+    (hashing their inputs is a tenth of the cost of digesting them again). Keyed
+    by the compiler's fingerprint too, so a changed compiler is never answered
+    from memory."""
+    return Fragment(kind, name, inputs, sha(fingerprint, kind, name, repr(inputs)))
 
 
 def _set_fragment(table: str, name: str, addresses: tuple[str, ...]) -> Fragment:
