@@ -9,9 +9,18 @@ with a thousand ports).
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import sys
 
-from spanwire.errors import SpanwireError
+# No cyclic garbage collection until the first pass is done (`Agent._session`
+# turns it back on): start-up makes hundreds of thousands of objects, none of
+# them garbage, and the collector would walk them again and again.
+gc.disable()
+
+# pydantic looks for plugins by scanning every installed distribution's entry
+# points the first time a model is built (about 50 ms); spanwire uses none.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync", type=float, default=30.0, help="Full resync period, seconds.")
     args = parser.parse_args(argv)
     from spanwire.agent.service import serve
+    from spanwire.errors import SpanwireError
 
     try:
         serve(args.store, args.node, args.run_dir, args.log_level, args.resync)

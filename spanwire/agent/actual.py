@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from spanwire.agent import naming
 from spanwire.agent.plan import nat
@@ -58,8 +59,18 @@ def _per_link(key: str) -> bool:
         or (parts[:3] == ["net", "ipv4", "neigh"] and parts[4] == "proxy_delay"))
 
 
+NftState = tuple[frozenset[str], str | None, str | None]  # tables, security and NAT digests
+
+
+def _nft_state(ns: str) -> NftState:
+    tables = nft.list_tables(ns)
+    return (tables, nft.read_digest(ns, TABLE) if TABLE in tables else None,
+            nft.read_digest(ns, nat.TABLE) if nat.TABLE in tables else None)
+
+
 def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir: str,
-                   pending: reader.Pending | None = None) -> RoutingNs:
+                   pending: reader.Pending | None = None,
+                   nft_state: Future[NftState] | None = None) -> RoutingNs:
     snap: Snapshot = (pending or reader.start_snapshot(ns)).result()
     vx: Vxlan | None = None
     taps: set[Tap] = set()
@@ -95,13 +106,13 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
         paths = [a.split("=", 1)[1] for a in argv
                  if a.startswith(("--dhcp-hostsfile=", "--dhcp-optsfile="))]
         dhcp = Dhcp(argv=argv, files=dnsmasq.read_files(paths), pid=pid)
-    tables = nft.list_tables(ns)
+    tables, security_digest, nat_digest = nft_state.result() if nft_state else _nft_state(ns)
     return RoutingNs(
         name=ns,
         lo_up=lo_up,
         nft_tables=tables,
-        security_digest=nft.read_digest(ns, TABLE) if TABLE in tables else None,
-        nat_digest=nft.read_digest(ns, nat.TABLE) if nat.TABLE in tables else None,
+        security_digest=security_digest,
+        nat_digest=nat_digest,
         sysctls=frozenset((k, v) for k, v in values.items() if v is not None),
         vxlan=vx,
         taps=frozenset(taps),
@@ -116,6 +127,62 @@ def read_namespace(kernel: Kernel, ns: str, sysctl_keys: frozenset[str], run_dir
     )
 
 
+class Reading:
+    """A read of every routing and router namespace of `node_ns` (or those in `only`),
+    started now and collected by `finish`.
+
+    Every namespace's `ip`/`bridge` dumps run as processes (a few ahead of the
+    one being decoded) and its nft reads in threads (libnftables releases the
+    GIL while it lists a thousand chains), so a full read is bound by Python's
+    decoding, not by waiting on one thing after another; the agent computes
+    its desired state while they run.
+    """
+
+    def __init__(self, kernel: Kernel, node_ns: str, run_dir: str,
+                 only: set[str] | None = None) -> None:
+        self.kernel, self.node_ns, self.run_dir = kernel, node_ns, run_dir
+        self.names = [name for name in netns.list_names(node_ns + "-")
+                      if (naming.is_routing_ns(node_ns, name)
+                          or naming.is_router_ns(node_ns, name))
+                      and (only is None or name in only)]
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nft-read")
+        self._loose: reader.Pending | None = None
+        self._pending: dict[str, reader.Pending] = {}
+        self._tables: dict[str, Future[NftState]] = {}
+        try:
+            self._loose = reader.start_links(node_ns)
+            for name in self.names[:AHEAD]:
+                self._pending[name] = reader.start_snapshot(name)
+            self._tables = {name: self._pool.submit(_nft_state, name) for name in self.names}
+        except BaseException:
+            self.close()
+            raise
+
+    def finish(self, sysctl_keys: Mapping[str, frozenset[str]]) -> NodeKernel:
+        try:
+            namespaces = {}
+            for i, name in enumerate(self.names):
+                if i + AHEAD < len(self.names):
+                    ahead = self.names[i + AHEAD]
+                    self._pending[ahead] = reader.start_snapshot(ahead)
+                namespaces[name] = read_namespace(
+                    self.kernel, name, sysctl_keys.get(name, frozenset()), self.run_dir,
+                    self._pending.pop(name), self._tables[name])
+            assert self._loose is not None
+            return NodeKernel(node_ns=self.node_ns, namespaces=namespaces,
+                              loose_taps=_loose(self._loose.result()))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Collect whatever is still running (idempotent; `finish` calls it)."""
+        for pending in [self._loose, *self._pending.values()]:
+            if pending is not None:
+                pending.abandon()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def read(
     kernel: Kernel,
     node_ns: str,
@@ -123,24 +190,8 @@ def read(
     sysctl_keys: Mapping[str, frozenset[str]],
     only: set[str] | None = None,
 ) -> NodeKernel:
-    """Actual state of every routing namespace of `node_ns` (or just those in `only`).
-
-    Every namespace's `ip`/`bridge` dumps start at once and run while earlier
-    ones are decoded: a full read is then bound by Python's decoding, not by
-    waiting on one process after another.
-    """
-    names = [name for name in netns.list_names(node_ns + "-")
-             if (naming.is_routing_ns(node_ns, name) or naming.is_router_ns(node_ns, name))
-             and (only is None or name in only)]
-    loose = reader.start_links(node_ns)
-    pending = {name: reader.start_snapshot(name) for name in names[:AHEAD]}
-    namespaces = {}
-    for i, name in enumerate(names):
-        if i + AHEAD < len(names):
-            pending[names[i + AHEAD]] = reader.start_snapshot(names[i + AHEAD])
-        namespaces[name] = read_namespace(kernel, name, sysctl_keys.get(name, frozenset()),
-                                          run_dir, pending.pop(name))
-    return NodeKernel(node_ns=node_ns, namespaces=namespaces, loose_taps=_loose(loose.result()))
+    """Actual state of every routing namespace of `node_ns` (or just those in `only`)."""
+    return Reading(kernel, node_ns, run_dir, only).finish(sysctl_keys)
 
 
 def loose_taps(node_ns: str) -> frozenset[str]:

@@ -8,6 +8,7 @@ everything and reconciles once, which is a no-op if nothing changed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -135,6 +136,7 @@ class Agent:
         self.cache.load(store)
         self.status.load(store)
         self.reconcile()
+        gc.enable()  # `python -m spanwire.agent` starts with it off (see there)
         self.plugger.warm(node.netns)
         self._ensure_lease(store)
         self.cache.start_watches(store)
@@ -270,13 +272,19 @@ class Agent:
             # Routed networks are realized together (router namespace, legs, the
             # other attached networks' namespaces): plan them in one full pass.
             networks = None
-        want = self.desired(networks)
-        if networks is None:
-            self._claim_gateways(want)
+        reading = self._start_reading() if networks is None else None
+        try:
+            want = self.desired(networks)  # while the kernel is being read
+            if networks is None:
+                self._claim_gateways(want)
+        except BaseException:
+            if reading is not None:
+                reading.close()
+            raise
         only = None if networks is None else {
             naming.routing_ns(want.node_ns, n) for n in networks}
         try:
-            have = self._actual(want, only)
+            have = self._actual(want, only, reading)
             ops = plan(want, have)
             apply(self.kernel, self.run_dir, ops, self.plugger)
             self._track(want, have, ops, full=only is None)
@@ -301,7 +309,19 @@ class Agent:
             self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
         return len(ops)
 
-    def _actual(self, want: NodeKernel, only: set[str] | None) -> NodeKernel:
+    def _start_reading(self) -> actual.Reading | None:
+        """A full read, started before the desired state is computed (see `actual.Reading`);
+        None if it cannot start: the pass then reads, and fails, as it always did."""
+        node = self.cache.nodes.get(self.node_id)
+        if node is None or not node.netns:
+            return None
+        try:
+            return actual.Reading(self.kernel, node.netns, self.run_dir)
+        except (SpanwireError, OSError):
+            return None
+
+    def _actual(self, want: NodeKernel, only: set[str] | None,
+                reading: actual.Reading | None = None) -> NodeKernel:
         """What the kernel holds: read on full passes; on event-driven passes, the state
         tracked since the last full read (`effects`) plus the node namespace's new taps.
 
@@ -319,6 +339,8 @@ class Agent:
                 loose = actual.loose_taps(want.node_ns)
             return NodeKernel(node_ns=want.node_ns, namespaces=spaces, loose_taps=loose)
         keys = {n: frozenset(k for k, _ in r.sysctls) for n, r in want.namespaces.items()}
+        if reading is not None and only is None:
+            return reading.finish(keys)
         return actual.read(self.kernel, want.node_ns, self.run_dir, keys, only)
 
     def _track(self, want: NodeKernel, have: NodeKernel, ops: list[Op], full: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from typing import Any
 
 import orjson
@@ -25,49 +26,65 @@ BATCH = ("link show\naddr show\nroute show table main\nneigh show nud permanent\
 USER_HZ = 100  # the unit of the neigh/*/proxy_delay sysctl; netlink reports milliseconds
 
 
-def _start(argv: list[str], stdin: str = "") -> subprocess.Popen[str]:
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if stdin and proc.stdin is not None:
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-        proc.stdin = None  # communicate() must not touch it again
-    return proc
+class _Proc:
+    """A dump running in the background, its output going to an unlinked temporary
+    file: the caller waits once and reads it whole, instead of waking for every
+    few kilobytes `ip` writes into a pipe (thousands of wake-ups per namespace
+    of a thousand ports)."""
+
+    def __init__(self, argv: list[str], stdin: str = "") -> None:
+        self.argv = argv
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=self.out, stderr=self.err)
+        except BaseException:
+            self.out.close()
+            self.err.close()
+            raise
+        if stdin and self.proc.stdin is not None:
+            self.proc.stdin.write(stdin.encode())
+            self.proc.stdin.close()
+
+    def finish(self) -> bytes:
+        try:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired as exc:
+                self.proc.kill()
+                self.proc.wait()
+                raise Unavailable(f"{' '.join(self.argv[:4])} timed out") from exc
+            if self.proc.returncode != 0:
+                self.err.seek(0)
+                err = self.err.read().decode(errors="replace").strip()
+                raise Unavailable(f"{' '.join(self.argv[:5])} failed: {err[:300]}")
+            self.out.seek(0)
+            return self.out.read()
+        finally:
+            self.out.close()
+            self.err.close()
+
+    def abandon(self) -> None:
+        if self.proc.returncode is None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+        self.err.close()
 
 
-def _finish(proc: subprocess.Popen[str]) -> str:
-    """Collect a process started by `_start` (several run in parallel)."""
-    try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.wait()
-        raise Unavailable(f"{' '.join(proc.args[:4])} timed out") from exc  # type: ignore[index]
-    if proc.returncode != 0:
-        raise Unavailable(f"{' '.join(proc.args[:5])} failed: {err.strip()[:300]}")  # type: ignore[index]
-    return out
-
-
-def _run(argv: list[str], stdin: str = "") -> str:
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired as exc:
-        raise Unavailable(f"{' '.join(argv[:4])} timed out") from exc
-    if proc.returncode != 0:
-        raise Unavailable(f"{' '.join(argv[:5])} failed: {proc.stderr.strip()[:300]}")
-    return proc.stdout
-
-
-def _documents(text: str) -> list[Any]:
+def _documents(raw: bytes | str) -> list[Any]:
     """The JSON arrays `ip -batch` prints one after another, one a line.
 
     orjson per line (a thousand ports' links and addresses are megabytes of
     JSON); the standard decoder's raw_decode if a document ever spans lines.
     """
     try:
-        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
     except orjson.JSONDecodeError:
         pass
+    text = raw if isinstance(raw, str) else raw.decode()
     decoder = json.JSONDecoder()
     out, pos = [], 0
     while pos < len(text):
@@ -103,17 +120,22 @@ class Pending:
     """Reads started in the background (`ip` and `bridge` run in C, in parallel with
     each other and with the caller's Python); `result()` collects and decodes."""
 
-    def __init__(self, ns: str, decode: Any, procs: list[subprocess.Popen[str]]) -> None:
+    def __init__(self, ns: str, decode: Any, procs: list[_Proc]) -> None:
         self.ns, self._decode, self._procs = ns, decode, procs
 
     def result(self) -> Any:
-        return self._decode(*[_finish(p) for p in self._procs])
+        return self._decode(*[p.finish() for p in self._procs])
+
+    def abandon(self) -> None:
+        """Stop and reap the processes if nobody collected them (no zombies, no files)."""
+        for proc in self._procs:
+            proc.abandon()
 
 
 def start_links(ns: str) -> Pending:
     _check(ns)
     return Pending(ns, lambda out: [_link(i) for i in orjson.loads(out)],
-                   [_start([IP, "-d", "-j", "-n", ns, "link", "show"])])
+                   [_Proc([IP, "-d", "-j", "-n", ns, "link", "show"])])
 
 
 def links(ns: str) -> list[Link]:
@@ -124,8 +146,8 @@ def links(ns: str) -> list[Link]:
 def start_snapshot(ns: str) -> Pending:
     _check(ns)
     return Pending(ns, lambda batch, fdb: _snapshot(ns, batch, fdb), [
-        _start([IP, "-4", "-d", "-j", "-n", ns, "-batch", "-"], BATCH),
-        _start([BRIDGE, "-j", "-n", ns, "fdb", "show"])])
+        _Proc([IP, "-4", "-d", "-j", "-n", ns, "-batch", "-"], BATCH),
+        _Proc([BRIDGE, "-j", "-n", ns, "fdb", "show"])])
 
 
 def snapshot(ns: str) -> Snapshot:
@@ -133,7 +155,7 @@ def snapshot(ns: str) -> Snapshot:
     return result
 
 
-def _snapshot(ns: str, batch: str, fdb: str) -> Snapshot:
+def _snapshot(ns: str, batch: bytes, fdb: bytes) -> Snapshot:
     docs = _documents(batch)
     if len(docs) != 6:
         raise Unavailable(f"unexpected ip -batch output in {ns} ({len(docs)} documents)")
@@ -150,7 +172,7 @@ def _snapshot(ns: str, batch: str, fdb: str) -> Snapshot:
     neighs = [(n.get("dev", "?"), n["dst"], n["lladdr"]) for n in raw_neighs
               if "PERMANENT" in n.get("state", []) and n.get("lladdr")]
     fdbs = [(f.get("ifname", "?"), f["mac"], f["dst"])
-            for f in orjson.loads(fdb or "[]")
+            for f in orjson.loads(fdb or b"[]")
             if f.get("dst")]
     return Snapshot(links=[_link(i) for i in raw_links], addrs=addrs, routes=routes,
                     neighs=neighs, fdbs=fdbs,
