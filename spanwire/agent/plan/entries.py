@@ -20,15 +20,23 @@ E = TypeVar("E")
 def _diff(
     want: Iterable[E], have: Iterable[E], key: Callable[[E], Hashable]
 ) -> tuple[list[E], list[E]]:
-    """(entries to write, entries to remove), both sorted for determinism."""
-    want_by = {key(e): e for e in want}
-    have_by = {key(e): e for e in have}
-    write = [e for k, e in want_by.items() if have_by.get(k) != e]
-    remove = [e for k, e in have_by.items() if k not in want_by]
-    return sorted(write), sorted(remove)  # type: ignore[type-var]
+    """(entries to write, entries to remove), both sorted for determinism.
+
+    Works on the set differences only: a namespace with a thousand ports whose
+    entries are all in place costs two C-level set differences, not a Python
+    loop over every entry. A changed entry (same key, other value) is written
+    (a replace), not removed; of two wanted entries with one key, the last in
+    sorted order wins.
+    """
+    want_set, have_set = frozenset(want), frozenset(have)
+    write = {key(e): e for e in sorted(want_set - have_set)}  # type: ignore[type-var]
+    remove = [e for e in have_set - want_set if key(e) not in write]
+    return sorted(write.values()), sorted(remove)  # type: ignore[type-var]
 
 
-def _on_dev(entries: Iterable[E], devs: set[str]) -> list[E]:
+def _on_dev(entries: Iterable[E], devs: set[str]) -> Iterable[E]:
+    if not devs:
+        return entries
     return [e for e in entries if getattr(e, "dev", None) not in devs]
 
 
