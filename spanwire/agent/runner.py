@@ -33,8 +33,7 @@ from spanwire.store import Store, connect
 
 log = logging.getLogger("spanwire.agent")
 
-DEBOUNCE = 0.001  # fold a burst of events into one reconcile (a pass also batches what
-# arrives while it runs)
+DEBOUNCE = 0.0  # how long to wait for more events once one came (0: take what is queued)
 WAKE = object()  # queued to make the loop check its stop flag
 FULL_PASS = object()  # queued when tracked state may be stale: read and plan everything
 
@@ -213,12 +212,16 @@ class Agent:
         later: set[str] = set()
         deadline = time.monotonic() + timeout
         while True:
-            wait = deadline - time.monotonic() if not changed and not later \
-                and changed is not None else DEBOUNCE
-            if wait <= 0:
+            idle = not changed and not later and changed is not None
+            wait = deadline - time.monotonic() if idle else DEBOUNCE
+            if idle and wait <= 0:
                 break
             try:
-                item = self.cache.events.get(timeout=wait)
+                # Once something changed, fold in only what is already queued or
+                # arrives within DEBOUNCE (0: only what is queued); what comes
+                # while the pass runs is the next pass's batch.
+                item = self.cache.events.get(timeout=wait) if wait > 0 \
+                    else self.cache.events.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, BaseException):
