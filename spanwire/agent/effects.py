@@ -289,6 +289,13 @@ def execute(kernel: NodeKernel, ops: list[o.Op]) -> Run:
                     rns = replace(rns, **{DIGESTS[table]: None})
                 if table == security.TABLE:
                     rns = replace(rns, security_applied=None)
+            case o.ApplyRuleset(_, RulesetChange.SEAL, _, table):
+                field = DIGESTS.get(table)
+                if table not in rns.nft_tables or field is None or op.ruleset is None:
+                    raise SimError(f"seal of {table}, which is not there or not compiled")
+                rns = replace(rns, **{field: op.ruleset.digest})
+                if table == security.TABLE:
+                    rns = replace(rns, security_applied=op.ruleset)
             case o.ApplyRuleset(_, change, payload, table):
                 field = DIGESTS.get(table)
                 compiled = op.ruleset

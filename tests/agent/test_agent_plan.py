@@ -304,12 +304,15 @@ def test_security_groups_follow_ports_rules_and_members() -> None:
              if p.id == PORTS[3].id else p for p in PORTS]
     ops = plan(want(moved), full)
     assert [(op.ns, op.change) for op in ops if isinstance(op, o.ApplyRuleset)] == [
-        (name, RulesetChange.SETS)]
+        (name, RulesetChange.SETS), (name, RulesetChange.SEAL)]
+    assert isinstance(ops[-1], o.ApplyRuleset) and ops[-1].change == RulesetChange.SEAL, \
+        "the digest's transaction (it waits on the kernel) comes after everything else"
     extra = SecurityGroupRule(id="r-tcp", project_id="p", security_group_id="default-p",
                               direction="ingress", protocol="tcp", port_range_min=7007,
                               remote_ip_prefix="0.0.0.0/0")
     ops = plan(want(PORTS, [*RULES, extra]), full)
-    assert [(op.ns, op.change) for op in ops] == [(name, RulesetChange.INCREMENTAL)]
+    assert [(op.ns, op.change) for op in ops] == [(name, RulesetChange.INCREMENTAL),
+                                                   (name, RulesetChange.SEAL)]
     # a kernel read back after a restart holds no applied table: a whole swap
     read_back = replace(full, namespaces={n: replace(x, security_applied=None)
                                           for n, x in full.namespaces.items()})

@@ -9,6 +9,7 @@ fresh replacement" is checked without root; tests/dataplane proves the kernel ag
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ class Table:
         elif kind == "set":
             assert name not in self.refs(), f"set {name} deleted while referenced"
             del self.sets[name]
+        elif kind == "element" and name in self.sets:
+            for elem in obj["elem"]:  # the kernel refuses to delete what is not there
+                self.sets[name].remove(json.dumps(elem, sort_keys=True))
         elif kind == "element":
             for key in obj["elem"]:
                 del self.maps[name][key]
@@ -157,9 +161,11 @@ def apply_sequence(states: list[tuple[list[Port], list[SecurityGroupRule], dict[
         if not ops:
             kinds.append("none")
             continue
-        (op,) = ops
+        op, *seal = ops
+        assert [o.change for o in seal] == [sg.RulesetChange.SEAL], "the digest goes last"
         assert op.ruleset is desired and '"delete": {"table"' not in op.payload
-        payloads.append(op.payload)
+        assert "spanwire-sg " not in op.payload and desired.digest in seal[0].payload
+        payloads += [o.payload for o in ops]
         kinds.append(str(op.change))
         assert kernel(*payloads) == kernel(desired.render()), kinds
         applied = desired
@@ -206,8 +212,10 @@ def test_transaction_creates_before_use_and_deletes_after_last_use() -> None:
     name = n6.id[:8] + n6.id[9:13]
     assert at('"add"', '"set"', "sg_cccccccc0000") < at('"chain": "grp-cccccccc0000-i"', '"rule"')
     assert at('"add"', '"chain"', "grp-cccccccc0000-i") < at('"target": "grp-cccccccc0000-i"')
-    assert at('"add"', f'{name}-i"') < at('"element"', naming.tap(n6.id)) < len(cmds) - 2
-    assert "spanwire-sg " in cmds[-1] and '"flush"' in cmds[-2]
+    assert at('"add"', f'{name}-i"') < at('"element"', naming.tap(n6.id))
+    assert not any("spanwire-sg " in c for c in cmds), "the digest is the seal's"
+    assert not any('"delete"' in c or '"flush"' in c for c in cmds), \
+        "a port coming up deletes nothing: its transaction needs no RCU grace period"
     back = sg.incremental(after, before)
     assert back is not None
     cmds = [json.dumps(c, sort_keys=True) for c in json.loads(back[1])["nftables"]]
@@ -259,8 +267,8 @@ def test_one_changed_port_of_a_thousand_compiles_one_port(monkeypatch: pytest.Mo
     extra = mkport(1000, [WEB, OTHER], prefix="7e")
     desired = sg.compile_ruleset([*ports, extra], RULES, {**members, WEB: [
         *members[WEB], extra.ips[0]]})
-    (op,) = sg.plan_ruleset("ns", desired, applied.digest, applied)
-    assert op.change == sg.RulesetChange.INCREMENTAL
+    op, seal = sg.plan_ruleset("ns", desired, applied.digest, applied)
+    assert (op.change, seal.change) == (sg.RulesetChange.INCREMENTAL, sg.RulesetChange.SEAL)
     assert calls == [f"7e{1000:06x}1111"], "only the new port is compiled"
     assert sg.plan_ruleset("ns", desired, desired.digest, applied) == []
 
@@ -275,8 +283,8 @@ def test_plan_selects_none_incremental_sets_or_replace() -> None:
         return [str(op.change) for op in sg.plan_ruleset("ns", desired, actual, applied)]
 
     assert kinds(one, one.digest) == kinds(one, one.digest, one) == []
-    assert kinds(two, one.digest, one) == ["incremental"]
-    assert kinds(moved, one.digest, one) == ["sets"]
+    assert kinds(two, one.digest, one) == ["incremental", "seal"]
+    assert kinds(moved, one.digest, one) == ["sets", "seal"]
     assert kinds(moved, one.digest) == ["sets"], "no applied table known: shape decides"
     assert kinds(two, one.digest) == ["replace"]
     assert kinds(two, "ffff-ffff", one) == ["replace"], "kernel is not what we applied"
@@ -299,6 +307,26 @@ def test_plan_selects_none_incremental_sets_or_replace() -> None:
               st.integers(0, 32)),
     st.sampled_from(["2001:db8::1", "010.0.0.1", "bogus", "0.0.0.0/0", "255.255.255.255",
                      "1.2.3.4/33", "10.0.0.256"])), max_size=12))
-def test_members_are_collapsed_like_ipaddress_does(addresses: list[str]) -> None:
+def test_members_cover_what_ipaddress_covers_without_overlaps(addresses: list[str]) -> None:
+    """Exactly the addresses ipaddress.collapse_addresses covers, in elements that never
+    overlap (an interval set refuses overlaps) and are never merged with a mere
+    neighbour (a new member must be one added element)."""
     nets = [n for n in (sg._v4(a) for a in addresses) if n is not None]
-    assert sg._members(addresses) == [sg._addr(n) for n in ipaddress.collapse_addresses(nets)]
+    elems = [ipaddress.ip_network(e if isinstance(e, str) else
+                                  f"{e['prefix']['addr']}/{e['prefix']['len']}")
+             for e in sg._members(addresses)]
+    assert list(ipaddress.collapse_addresses(elems)) == \
+        list(ipaddress.collapse_addresses(nets))
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in elems)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), "overlapping elements"
+    for net in nets:  # a given address or prefix is never widened into a neighbour's
+        assert any(e.supernet_of(net) for e in elems)
+        assert all(not e.overlaps(net) or e.supernet_of(net) or net.supernet_of(e)
+                   for e in elems)
+
+
+def test_a_new_member_next_to_another_is_one_added_element() -> None:
+    before = sg._members(["10.0.0.2", "10.0.0.4"])
+    after = sg._members(["10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    assert [e for e in after if e not in before] == ["10.0.0.3"] and \
+        all(e in after for e in before)

@@ -111,9 +111,11 @@ def test_incremental_transactions_leave_what_a_replace_would(spaces: tuple[str, 
     kinds = []
     for what, ports, rules, mem in steps:
         desired = sg.compile_ruleset(ports, rules, mem)
-        (op,) = sg.plan_ruleset(inc, desired, nft.read_digest(inc), applied)
+        op, seal = sg.plan_ruleset(inc, desired, nft.read_digest(inc), applied)
+        assert seal.change == sg.RulesetChange.SEAL
         kinds.append(str(op.change))
         nft.apply(inc, op.payload)
+        nft.apply(inc, seal.payload)
         nft.delete_table(fresh)
         (whole,) = sg.plan_ruleset(fresh, desired, None)
         nft.apply(fresh, whole.payload)

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from spanwire.agent import naming
 from spanwire.agent.plan import dhcp, entries, links, nat, security
+from spanwire.agent.plan.nft_table import RulesetChange
 from spanwire.agent.plan.ops import (
     AddAddr,
     Announce,
@@ -48,10 +49,12 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
     ns_sysctls, writes, removes = entries.plan(d, a, missing, gone, deleted)
     per_link = [op for op in ns_sysctls if "/conf/tap" in op.key or "/neigh/" in op.key]
     global_sysctls = [op for op in ns_sysctls if op not in per_link]
+    filtering = security.plan(d, a)
+    seals = [op for op in filtering if op.change == RulesetChange.SEAL]
     return [
         *global_sysctls,
         # Filtering goes in before any tap is plugged: a new port is never unfiltered.
-        *security.plan(d, a),
+        *(op for op in filtering if op.change != RulesetChange.SEAL),
         *early,
         *per_link,
         *writes,
@@ -59,6 +62,7 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
         *dhcp.plan(d, a),
         *removes,
         *late,
+        *seals,  # last: the digest's own transaction waits on the kernel (see plan_ruleset)
     ]
 
 

@@ -50,6 +50,7 @@ class RulesetChange(enum.StrEnum):
     INCREMENTAL = "incremental"  # only the fragments that differ from the applied table
     SETS = "sets"  # only remote-group memberships changed: set elements rewritten
     DELETE = "delete"  # no port needs filtering here any more
+    SEAL = "seal"  # the digest rule alone, rewritten after the change it describes
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,29 @@ def _meta_update(table: str, digest: str) -> list[Json]:
     return [{"flush": {"chain": ref(table, META_CHAIN)}}, _meta_rule(table, digest)]
 
 
+def _set_delta(table: str, name: str, before: Iterable[Any], after: Iterable[Any]) -> list[str]:
+    """Element deletions, then additions, turning a set's `before` into `after`.
+
+    Not a flush and a rewrite: a transaction that deletes nothing commits at
+    once, one that deletes waits for an RCU grace period; a new member is
+    then an addition only.
+    """
+    old = {canon(e): e for e in before}
+    new = {canon(e): e for e in after}
+    out = []
+    if gone := [e for k, e in old.items() if k not in new]:
+        out.append(canon({"delete": {"element": {**ref(table, name), "elem": gone}}}))
+    if came := [e for k, e in new.items() if k not in old]:
+        out.append(canon({"add": {"element": {**ref(table, name), "elem": came}}}))
+    return out
+
+
+def seal_update(table: str, digest: str) -> str:
+    """The transaction rewriting only the digest rule (see `RulesetChange.SEAL`)."""
+    return canon({"nftables": [{"metainfo": {"json_schema_version": 1}},
+                               *_meta_update(table, digest)]})
+
+
 def sets_update(doc: Json | Ruleset) -> Json:
     """One transaction rewriting every set's elements and the digest; rules untouched."""
     cmds: list[Json] = [{"metainfo": {"json_schema_version": 1}}]
@@ -311,7 +335,7 @@ def _rewrite(table: str, old: Content, new: Content) -> list[str] | None:
     out: list[str] = []
     for (name, elems), (_, before) in zip(new.set_elems, old.set_elems, strict=True):
         if elems != before:
-            out += [canon(c) for c in _set_rewrite(table, name, elems)]
+            out += _set_delta(table, name, before, elems)
     for chain in new.chains:
         rules = new.chain_rules(chain)
         if rules != old.chain_rules(chain):
@@ -327,8 +351,9 @@ def incremental(applied: Ruleset, desired: Ruleset) -> tuple[RulesetChange, str]
     of removed or changed ports are deleted and those of new ones added (their
     chains exist by then); then removed chains (ports before the group chains
     they jump to) and sets are flushed and deleted; finally the digest rule is
-    rewritten. SETS when only set elements changed; None when the skeleton or
-    table differ (a whole replacement is needed).
+    rewritten (by a separate SEAL transaction, see `plan_ruleset`). SETS when
+    only set elements changed; None when the skeleton or table differ (a whole
+    replacement is needed).
     """
     table = desired.table
     old, new = applied.by_key, desired.by_key
@@ -370,7 +395,7 @@ def incremental(applied: Ruleset, desired: Ruleset) -> tuple[RulesetChange, str]
     parts = [canon({"metainfo": {"json_schema_version": 1}}), *create]
     parts += [canon({"delete": {"element": {**ref(table, m), "elem": [k]}}})
               for m, k in elem_del]
-    parts += [*elem_add, *drop, *(canon(c) for c in _meta_update(table, desired.digest))]
+    parts += [*elem_add, *drop]
     kind = RulesetChange.SETS if only_sets else RulesetChange.INCREMENTAL
     return kind, '{"nftables":[' + ",".join(parts) + "]}"
 
@@ -397,7 +422,14 @@ def plan_ruleset(ns: str, desired: Json | Ruleset | None, actual_digest: str | N
             applied.digest == actual_digest:
         step = incremental(applied, desired)
         if step is not None:
-            return [ApplyRuleset(ns, step[0], step[1], table, desired)]
+            # The digest goes in a transaction of its own, which the planner puts
+            # after the namespace's other ops: it deletes the old digest rule, so it
+            # waits for an RCU grace period, and nothing else should wait with it.
+            # An agent that dies in between finds a stale digest and replaces the
+            # table whole: never wrong, only slower.
+            return [ApplyRuleset(ns, step[0], step[1], table, desired),
+                    ApplyRuleset(ns, RulesetChange.SEAL, seal_update(table, desired.digest),
+                                 table, desired)]
     if actual_digest and actual_digest.split("-")[-1] == desired.shape:
         return [ApplyRuleset(ns, RulesetChange.SETS, render(sets_update(desired)), table,
                              desired)]
@@ -414,4 +446,4 @@ def digest_from_comment(comment: str | None) -> str | None:
 __all__ = ["DIGEST_TAG", "FAMILY", "META_CHAIN", "ApplyRuleset", "Content", "Fragment", "Json",
            "Ruleset", "RulesetChange", "canon", "compile_fragment", "compiled",
            "digest_from_comment", "incremental", "plan_ruleset", "ref", "register", "render",
-           "ruleset_digest", "seal", "sets_update", "sha"]
+           "ruleset_digest", "seal", "seal_update", "sets_update", "sha"]

@@ -227,10 +227,17 @@ def _quad(value: int) -> str:
 
 
 def _members(addresses: Iterable[str]) -> list[Any]:
-    """The fewest prefixes covering exactly the addresses (as `ipaddress.collapse_addresses`)."""
+    """Prefixes covering exactly the addresses: overlapping ones merged (an interval
+    set refuses overlaps), adjacent ones kept apart.
+
+    Apart so that a new member is one added element: merging it with a neighbour
+    into a wider prefix would delete that neighbour's element, and an nft
+    transaction that deletes anything waits for an RCU grace period (10 to 20 ms
+    on the test kernel) which a port coming up would pay.
+    """
     merged: list[list[int]] = []
     for start, end in sorted(s for s in map(_span, addresses) if s is not None):
-        if merged and start <= merged[-1][1] + 1:
+        if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
