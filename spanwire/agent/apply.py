@@ -33,6 +33,36 @@ class Plugger:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugger")
         self._local = threading.local()
         self._kernels: list[Kernel] = []
+        self._lock = threading.Lock()
+        self._early: dict[o.MoveTap, Future[None]] = {}
+        self.moving: set[str] = set()  # taps moved ahead of any plan, not yet accounted
+
+    def eager(self, op: o.MoveTap) -> None:
+        """Start a move before the pass that will plan it (the runner knows from the event
+        that this tap goes there): the pass's MoveTap then only waits for it."""
+        with self._lock:
+            if op not in self._early:
+                self.moving.add(op.name)
+                self._early[op] = self.submit(op)
+
+    def take(self, op: o.MoveTap) -> Future[None] | None:
+        with self._lock:
+            return self._early.pop(op, None)
+
+    def done(self, name: str) -> None:
+        with self._lock:
+            self.moving.discard(name)
+
+    def settle(self) -> None:
+        """Forget eager moves no plan took (after a full pass, which read the truth)."""
+        with self._lock:
+            early, self._early = self._early, {}
+            self.moving.clear()
+        for op, move in early.items():
+            try:
+                move.result()
+            except Exception as exc:  # noqa: BLE001 - the full pass already saw the kernel
+                log.warning("event=eager_move_failed tap=%s error=%s", op.name, exc)
 
     def _move(self, node_ns: str, name: str, ns: str) -> None:
         self._kernel().move_link(node_ns, name, ns)
@@ -86,7 +116,7 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
             _flush(kernel, pending_sysctls)
             move = early.pop(op, None) if isinstance(op, o.MoveTap) else None
             if move is not None:
-                _finish_move(kernel, op, move)
+                _finish_move(kernel, op, move, plugger)
             else:
                 _one(kernel, run_dir, op)
             log.info("op=%s %s", type(op).__name__, _describe(op))
@@ -95,7 +125,7 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     finally:
         for op, move in early.items():  # a failure stopped the pass: let no move outlive it
             try:
-                _finish_move(kernel, op, move)
+                _finish_move(kernel, op, move, plugger)
             except Exception:  # noqa: BLE001 - the first failure is the one raised
                 log.warning("event=early_move_failed tap=%s", op.name)
     return done
@@ -103,12 +133,17 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
 
 def _start_moves(ops: Sequence[o.Op], plugger: Plugger) -> dict[o.MoveTap, Future[None]]:
     created = {op.ns for op in ops if isinstance(op, o.CreateNetns)}
-    return {op: plugger.submit(op) for op in ops
+    return {op: plugger.take(op) or plugger.submit(op) for op in ops
             if isinstance(op, o.MoveTap) and op.ns not in created}
 
 
-def _finish_move(kernel: Kernel, op: o.MoveTap, move: Future[None]) -> None:
-    move.result()
+def _finish_move(kernel: Kernel, op: o.MoveTap, move: Future[None],
+                 plugger: Plugger | None) -> None:
+    try:
+        move.result()
+    finally:
+        if plugger is not None:
+            plugger.done(op.name)
     kernel.writes += 1
     kernel.forget_index(op.node_ns, op.name)  # it moved behind this Kernel's back
 

@@ -143,10 +143,21 @@ class ModelCache:
         return own, others
 
     def network_of_tap(self, tap: str) -> str | None:
+        port = self.port_of_tap(tap)
+        return None if port is None else str(port.network_id)
+
+    def port_of_tap(self, tap: str) -> Port | None:
         for port in self.objects[Port.KIND].values():
             if naming.tap(port.id) == tap:
-                return str(port.network_id)
+                return port  # type: ignore[no-any-return]
         return None
+
+    def port_of_event(self, event: Event) -> Port | None:
+        """The port a PUT event left in the cache (None for other kinds and deletes)."""
+        kind, obj_id = store_keys.split(event.key)[:2]
+        if kind != Port.KIND or event.type == EventType.DELETE:
+            return None
+        return self.objects[Port.KIND].get(obj_id)  # type: ignore[no-any-return]
 
     @property
     def nodes(self) -> dict[str, Node]:

@@ -28,7 +28,7 @@ from spanwire.dataplane import capabilities, dnsmasq
 from spanwire.dataplane.kernel import Kernel
 from spanwire.dataplane.monitor import OVERFLOW, LinkMonitor
 from spanwire.errors import Compacted, Conflict, InvalidInput, NotFound, SpanwireError, Unavailable
-from spanwire.model import Node, NodeLiveness
+from spanwire.model import Node, NodeLiveness, Port
 from spanwire.store import Store, connect
 
 log = logging.getLogger("spanwire.agent")
@@ -196,7 +196,9 @@ class Agent:
             if self._loose is not None:
                 if event == "RTM_NEWLINK":
                     self._loose.add(name)
-                elif event == "RTM_DELLINK":  # also what our own MoveTap looks like
+                elif event == "RTM_DELLINK" and name not in self.plugger.moving:
+                    # Also what our own MoveTap looks like; a tap moved ahead of its
+                    # pass stays loose for that pass to plan (it is dropped after).
                     self._loose.discard(name)
         if event == "RTM_NEWLINK":
             self.cache.events.put(LinkChange(name))
@@ -237,11 +239,14 @@ class Agent:
                 with self._loose_lock:
                     if self._loose is not None:
                         self._loose.add(item.name)
-                network = self.cache.network_of_tap(item.name)
-                split: tuple[set[str], set[str]] | None = ({network} if network else set(),
-                                                          set())
+                port = self.cache.port_of_tap(item.name)
+                split: tuple[set[str], set[str]] | None = (
+                    {port.network_id} if port else set(), set())
             else:
                 split = self.cache.apply_split(item)
+                port = self.cache.port_of_event(item)
+            if port is not None:
+                self._eager_plug(port)
             if split is None:
                 changed = None
             elif changed is not None:
@@ -249,6 +254,26 @@ class Agent:
                 later |= split[1]
         self._later = set() if changed is None else later - changed
         return changed
+
+    def _eager_plug(self, port: Port) -> None:
+        """Start moving a local port's loose tap into its routing namespace now, before
+        the pass that plans it (see `Plugger.eager`): the move is the longest step
+        of a port coming up (the kernel waits for an RCU grace period), and it does
+        not depend on the plan. Only into a namespace that exists and is tracked;
+        the tap arrives down and is brought up by the pass, after its filtering.
+        """
+        node = self.cache.nodes.get(self.node_id)
+        known = self.known
+        if port.binding_host_id != self.node_id or node is None or known is None:
+            return
+        rns = naming.routing_ns(node.netns, port.network_id)
+        tap = naming.tap(port.id)
+        trusted = self._monitor is not None and self._monitor.running
+        with self._loose_lock:
+            loose = trusted and self._loose is not None and tap in self._loose
+        space = known.namespaces.get(rns)
+        if loose and space is not None and all(t.name != tap for t in space.taps):
+            self.plugger.eager(MoveTap(node.netns, rns, tap))
 
     # -- reconcile ---------------------------------------------------------
 
@@ -308,6 +333,12 @@ class Agent:
                  "all" if networks is None else ",".join(sorted(networks)), len(ops),
                  1000 * self.stats.last_duration)
         plugged = {op.name for op in ops if isinstance(op, MoveTap)}
+        if plugged:
+            with self._loose_lock:
+                if self._loose is not None:
+                    self._loose -= plugged
+        if networks is None:
+            self.plugger.settle()
         if self._store is not None:
             self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
         return len(ops)

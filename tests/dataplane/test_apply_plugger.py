@@ -71,3 +71,27 @@ def test_a_failure_before_the_move_still_waits_for_it_and_is_what_is_raised(
     finally:
         plugger.close()
         kernel.close()
+
+
+def test_a_move_started_before_the_pass_is_the_one_the_pass_waits_for(
+        spaces: tuple[str, str]) -> None:
+    node, rns = spaces
+    kernel, plugger = Kernel(), Plugger()
+    try:
+        kernel.create_veth(node, "tapeager", "vmeager", node)
+        move = o.MoveTap(node, rns, "tapeager")
+        plugger.eager(move)
+        plugger.eager(move)  # the same event seen twice starts one move
+        assert "tapeager" in plugger.moving
+        # a second move of the same tap would fail (it is not in the node namespace any
+        # more): the pass must take the one already running
+        assert apply(kernel, "/nonexistent", [move, o.SetLink(rns, "tapeager", None, None,
+                                                                True)], plugger) == 2
+        assert "tapeager" in _names(rns) and not plugger.moving
+        kernel.create_veth(node, "tapstale", "vmstale", node)
+        plugger.eager(o.MoveTap(node, rns, "tapstale"))  # no pass ever plans it
+        plugger.settle()
+        assert not plugger.moving and plugger.take(o.MoveTap(node, rns, "tapstale")) is None
+    finally:
+        plugger.close()
+        kernel.close()
