@@ -54,7 +54,8 @@ class Plugger:
             self.moving.discard(name)
 
     def settle(self) -> None:
-        """Forget eager moves no plan took (after a full pass, which read the truth)."""
+        """Wait for the eager moves no plan took, and forget them (before a full pass,
+        which reads the truth)."""
         with self._lock:
             early, self._early = self._early, {}
             self.moving.clear()

@@ -300,6 +300,10 @@ class Agent:
             # Routed networks are realized together (router namespace, legs, the
             # other attached networks' namespaces): plan them in one full pass.
             networks = None
+        if networks is None:
+            # A full pass reads the truth: let no early move land in the middle of
+            # its read (the tap would be seen in neither namespace).
+            self.plugger.settle()
         reading = self._start_reading() if networks is None else None
         try:
             want = self.desired(networks)  # while the kernel is being read
@@ -337,8 +341,6 @@ class Agent:
             with self._loose_lock:
                 if self._loose is not None:
                     self._loose -= plugged
-        if networks is None:
-            self.plugger.settle()
         if self._store is not None:
             self.status.report(self._store, self.cache.ports, want, have, networks, plugged)
         return len(ops)
