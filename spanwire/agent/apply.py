@@ -20,10 +20,10 @@ class Plugger:
     """Moves taps into their routing namespaces from a thread of its own, while the
     reconcile thread applies what goes before them.
 
-    Moving a link between namespaces waits for the kernel (an RCU grace period,
-    10 to 20 ms) and a new port's security table is one nft transaction of
-    about as long; neither needs the other, so a port comes up in the longer
-    of the two instead of their sum. The tap arrives down (a move closes a
+    Moving a link between namespaces waits in the kernel (`synchronize_net`,
+    15 to 30 ms here) and a new port's security table is one nft transaction;
+    neither needs the other, so a port comes up in the longer of the two
+    instead of their sum. The tap arrives down (a move closes a
     device) and the plan brings it up only after its filtering is in: nothing
     flows early. The worker thread owns its own `Kernel`: pyroute2 sockets are
     used only by the thread that made them.

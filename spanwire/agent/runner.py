@@ -258,7 +258,7 @@ class Agent:
     def _eager_plug(self, port: Port) -> None:
         """Start moving a local port's loose tap into its routing namespace now, before
         the pass that plans it (see `Plugger.eager`): the move is the longest step
-        of a port coming up (the kernel waits for an RCU grace period), and it does
+        of a port coming up (the kernel waits in `synchronize_net`), and it does
         not depend on the plan. Only into a namespace that exists and is tracked;
         the tap arrives down and is brought up by the pass, after its filtering.
         """

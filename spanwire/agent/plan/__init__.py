@@ -62,7 +62,7 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
         *dhcp.plan(d, a),
         *removes,
         *late,
-        *seals,  # last: the digest's own transaction waits on the kernel (see plan_ruleset)
+        *seals,  # last: nothing the port needs waits for the digest (see plan_ruleset)
     ]
 
 

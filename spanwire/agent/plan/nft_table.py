@@ -283,8 +283,8 @@ def _meta_update(table: str, digest: str) -> list[Json]:
 def _set_delta(table: str, name: str, before: Iterable[Any], after: Iterable[Any]) -> list[str]:
     """Element deletions, then additions, turning a set's `before` into `after`.
 
-    Not a flush and a rewrite: a transaction that deletes nothing commits at
-    once, one that deletes waits for an RCU grace period; a new member is
+    Not a flush and a rewrite: with a thousand members that is 7.5 ms of
+    nft work against about 3 ms for one added element, and a new member is
     then an addition only.
     """
     old = {canon(e): e for e in before}
@@ -423,10 +423,10 @@ def plan_ruleset(ns: str, desired: Json | Ruleset | None, actual_digest: str | N
         step = incremental(applied, desired)
         if step is not None:
             # The digest goes in a transaction of its own, which the planner puts
-            # after the namespace's other ops: it deletes the old digest rule, so it
-            # waits for an RCU grace period, and nothing else should wait with it.
-            # An agent that dies in between finds a stale digest and replaces the
-            # table whole: never wrong, only slower.
+            # after the namespace's other ops: rewriting it costs nft a fetch of
+            # the table (7 to 11 ms with a thousand ports), which a port coming
+            # up need not wait for. An agent that dies in between finds a stale
+            # digest and replaces the table whole: never wrong, only slower.
             return [ApplyRuleset(ns, step[0], step[1], table, desired),
                     ApplyRuleset(ns, RulesetChange.SEAL, seal_update(table, desired.digest),
                                  table, desired)]

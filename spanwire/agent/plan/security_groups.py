@@ -230,10 +230,9 @@ def _members(addresses: Iterable[str]) -> list[Any]:
     """Prefixes covering exactly the addresses: overlapping ones merged (an interval
     set refuses overlaps), adjacent ones kept apart.
 
-    Apart so that a new member is one added element: merging it with a neighbour
-    into a wider prefix would delete that neighbour's element, and an nft
-    transaction that deletes anything waits for an RCU grace period (10 to 20 ms
-    on the test kernel) which a port coming up would pay.
+    Apart so that a new member is one added element and the others stay as they
+    are (merging it with a neighbour into a wider prefix would replace that
+    neighbour's element too): a membership change is then the smallest delta.
     """
     merged: list[list[int]] = []
     for start, end in sorted(s for s in map(_span, addresses) if s is not None):
