@@ -142,10 +142,6 @@ class ModelCache:
             others = security.networks_touched_by_port(old, new, self.rules, self.ports) - own
         return own, others
 
-    def network_of_tap(self, tap: str) -> str | None:
-        port = self.port_of_tap(tap)
-        return None if port is None else str(port.network_id)
-
     def port_of_tap(self, tap: str) -> Port | None:
         for port in self.objects[Port.KIND].values():
             if naming.tap(port.id) == tap:
