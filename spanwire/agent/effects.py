@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from spanwire.agent.plan import nat, security
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.nft_table import DIGEST_TAG, Ruleset, RulesetChange, digest_from_comment
 from spanwire.agent.state import Leg, NodeKernel, RoutingNs, Tap
+
+E = TypeVar("E")
 
 _CREATE = re.compile(r'\{"add":\{"table":\{"family":"[a-z0-9]+","name":"([^"]+)"\}\}\}')
 # The tables whose digest the actual state carries, and in which field.
@@ -68,6 +72,18 @@ def _need(rns: RoutingNs, dev: str, up: bool = False) -> None:
         raise SimError(f"{rns.name}: no device {dev}")
     if up and not links[dev]:
         raise SimError(f"{rns.name}: device {dev} is down")
+
+
+def _replaced(entries: frozenset[E], new: E, key: Callable[[E], Hashable]) -> frozenset[E]:
+    """`replace` semantics: whatever the kernel keys like `new` gives way to it."""
+    return frozenset(e for e in entries if key(e) != key(new)) | {new}
+
+
+def _without(entries: frozenset[E], old: E, what: str) -> frozenset[E]:
+    """`del` semantics: the kernel refuses to delete an entry it does not hold."""
+    if old not in entries:
+        raise SimError(f"no {what} {old}")
+    return entries - {old}
 
 
 def _drop_dev(rns: RoutingNs, dev: str) -> RoutingNs:
@@ -242,33 +258,22 @@ def execute(kernel: NodeKernel, ops: list[o.Op]) -> Run:
                     raise SimError(f"address {addr} exists")
                 rns = replace(rns, addrs=rns.addrs | {addr})
             case o.DelAddr(_, addr):
-                if addr not in rns.addrs:
-                    raise SimError(f"no address {addr}")
-                rns = replace(rns, addrs=rns.addrs - {addr})
+                rns = replace(rns, addrs=_without(rns.addrs, addr, "address"))
             case o.ReplaceNeigh(_, n):
                 _need(rns, n.dev)
-                rns = replace(rns, neighs=frozenset(
-                    e for e in rns.neighs if (e.dev, e.ip) != (n.dev, n.ip)) | {n})
+                rns = replace(rns, neighs=_replaced(rns.neighs, n, lambda e: (e.dev, e.ip)))
             case o.DelNeigh(_, n):
-                if n not in rns.neighs:
-                    raise SimError(f"no neighbour {n}")
-                rns = replace(rns, neighs=rns.neighs - {n})
+                rns = replace(rns, neighs=_without(rns.neighs, n, "neighbour"))
             case o.ReplaceFdb(_, f):
                 _need(rns, f.dev)
-                rns = replace(rns, fdbs=frozenset(
-                    e for e in rns.fdbs if (e.dev, e.mac) != (f.dev, f.mac)) | {f})
+                rns = replace(rns, fdbs=_replaced(rns.fdbs, f, lambda e: (e.dev, e.mac)))
             case o.DelFdb(_, f):
-                if f not in rns.fdbs:
-                    raise SimError(f"no fdb {f}")
-                rns = replace(rns, fdbs=rns.fdbs - {f})
+                rns = replace(rns, fdbs=_without(rns.fdbs, f, "fdb"))
             case o.ReplaceRoute(_, r):
                 _need(rns, r.dev, up=True)
-                rns = replace(rns, routes=frozenset(
-                    e for e in rns.routes if e.dst != r.dst) | {r})
+                rns = replace(rns, routes=_replaced(rns.routes, r, lambda e: e.dst))
             case o.DelRoute(_, r):
-                if r not in rns.routes:
-                    raise SimError(f"no route {r}")
-                rns = replace(rns, routes=rns.routes - {r})
+                rns = replace(rns, routes=_without(rns.routes, r, "route"))
             case o.StartDhcp(_, dhcp):
                 if rns.dhcp is not None:
                     raise SimError("dnsmasq already running")

@@ -33,7 +33,6 @@ from spanwire.store import Store, connect
 
 log = logging.getLogger("spanwire.agent")
 
-DEBOUNCE = 0.0  # how long to wait for more events once one came (0: take what is queued)
 WAKE = object()  # queued to make the loop check its stop flag
 FULL_PASS = object()  # queued when tracked state may be stale: read and plan everything
 
@@ -204,7 +203,7 @@ class Agent:
             self.cache.events.put(LinkChange(name))
 
     def _drain(self, timeout: float) -> set[str] | None:
-        """Wait for events; fold all that arrive within DEBOUNCE into the cache.
+        """Wait for an event; fold it and all that are already queued into the cache.
 
         Returns the networks to reconcile (None: all of them). Networks touched
         only through security-group membership are kept in `self._later`,
@@ -215,14 +214,13 @@ class Agent:
         deadline = time.monotonic() + timeout
         while True:
             idle = not changed and not later and changed is not None
-            wait = deadline - time.monotonic() if idle else DEBOUNCE
+            wait = deadline - time.monotonic()
             if idle and wait <= 0:
                 break
             try:
-                # Once something changed, fold in only what is already queued or
-                # arrives within DEBOUNCE (0: only what is queued); what comes
-                # while the pass runs is the next pass's batch.
-                item = self.cache.events.get(timeout=wait) if wait > 0 \
+                # Once something changed, fold in only what is already queued: what
+                # comes while the pass runs is the next pass's batch.
+                item = self.cache.events.get(timeout=wait) if idle \
                     else self.cache.events.get_nowait()
             except queue.Empty:
                 break
