@@ -45,6 +45,8 @@ class ModelCache:
         self.events: queue.Queue[Event | BaseException] = queue.Queue()
         self._watchers: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._membership = security.Membership()
+        self._rules_by_group: dict[str, tuple[SecurityGroupRule, ...]] | None = None
 
     def load(self, store: Store) -> None:
         """Replace the cache with a fresh listing of every watched kind."""
@@ -57,6 +59,8 @@ class ModelCache:
                     objs[obj.id] = obj
             self.objects[cls.KIND] = objs
             self.revisions[cls.KIND] = listing.revision
+        self._membership = security.Membership(self.ports)
+        self._rules_by_group = None
 
     def start_watches(self, store: Store) -> None:
         self.stop_watches()
@@ -109,17 +113,21 @@ class ModelCache:
         kind, obj_id = store_keys.split(event.key)[:2]
         objs = self.objects.get(kind)
         if objs is None:
-            return set()
+            return set(), set()
         old = objs.get(obj_id)
         if event.type == EventType.DELETE:
             if objs.pop(obj_id, None) is None:
-                return set()
+                return set(), set()
             new = None
         else:
             new = _parse(KINDS[kind], event.value, event.key)
             if new is None or old == new:
-                return set()
+                return set(), set()
             objs[obj_id] = new
+        if kind == Port.KIND:
+            self._membership.update(obj_id, new)
+        elif kind == SecurityGroupRule.KIND:
+            self._rules_by_group = None
         if kind in (Node.KIND, Router.KIND, FloatingIP.KIND):
             # A node's address is in every peer's FDB; a router's gateway and a
             # floating IP live in router namespaces, planned by full passes.
@@ -184,8 +192,11 @@ class ModelCache:
         return list(self.objects[SecurityGroupRule.KIND].values())
 
     def security_view(self) -> security.Security:
-        """Compiler inputs for the whole cloud (rules by group, remote-group members)."""
-        return security.gather(self.ports, self.rules)
+        """Compiler inputs for the whole cloud (rules by group, group members), kept
+        current by `apply` rather than gathered from every port on every pass."""
+        if self._rules_by_group is None:
+            self._rules_by_group = security.rules_by_group(self.rules)
+        return security.Security(rules=self._rules_by_group, members=self._membership)
 
 
 def _parse(cls: type[Resource], raw: bytes, key: str) -> Any:

@@ -13,10 +13,12 @@ the routing namespaces of all its networks (see `agent.routers`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
-from spanwire.agent import dhcp, naming, north_south, routers, security
+from spanwire.agent import dhcp, memo, naming, north_south, routers, security
 from spanwire.agent.security import Security
 from spanwire.agent.state import Addr, Fdb, Neigh, NodeKernel, Route, RoutingNs, Tap, Vxlan
 from spanwire.model import FloatingIP, Network, Node, Port, Router, Subnet
@@ -125,6 +127,61 @@ def compute(
     return NodeKernel(node_ns=node.netns, namespaces=namespaces)
 
 
+class _Entries(NamedTuple):
+    """What one port puts into its network's routing namespace on this node (a tuple, so
+    the namespace's sets are one C-level transpose and union away)."""
+
+    taps: frozenset[Tap] = frozenset()
+    sysctls: frozenset[tuple[str, str]] = frozenset()
+    addrs: frozenset[Addr] = frozenset()
+    neighs: frozenset[Neigh] = frozenset()
+    fdbs: frozenset[Fdb] = frozenset()
+    routes: frozenset[Route] = frozenset()
+
+
+_PORT_ENTRIES: memo.IdentityMemo[_Entries] = memo.IdentityMemo()
+_UNIONS = memo.UnionMemo()
+
+
+def _local_entries(port: Port, mtu: int, subnets: Mapping[str, tuple[str | None, int]]
+                   ) -> _Entries:
+    """A port of this node: its tap, the tap's sysctls, the gateway address on it (one per
+    subnet it is in), a permanent neighbour entry and a /32 route per fixed IP."""
+    dev = naming.tap(port.id)
+    addrs, neighs, routes = set(), set(), set()
+    for fixed in port.fixed_ips:
+        subnet = subnets.get(fixed.subnet_id)
+        if subnet is None:
+            continue
+        gateway_ip, plen = subnet
+        if gateway_ip:
+            addrs.add(Addr(dev=dev, cidr=f"{gateway_ip}/{plen}"))
+        neighs.add(Neigh(dev=dev, ip=fixed.ip_address, mac=port.mac_address))
+        routes.add(Route(dst=f"{fixed.ip_address}/32", dev=dev))
+    return _Entries(taps=frozenset({Tap(name=dev, mtu=mtu)}),
+                    sysctls=frozenset(tap_sysctls(dev)), addrs=frozenset(addrs),
+                    neighs=frozenset(neighs), routes=frozenset(routes))
+
+
+def _remote_entries(port: Port, vx: str, peer_ip: str, subnets: frozenset[str]) -> _Entries:
+    """A port of another node: the peer's FDB and neighbour entries (one MAC per node, so
+    every port of that peer yields the same two), and a /32 route via the peer."""
+    fdbs, neighs = _peer_entries(vx, peer_ip)
+    return _Entries(
+        fdbs=fdbs,
+        neighs=neighs,
+        routes=frozenset(Route(dst=f"{fixed.ip_address}/32", dev=vx, via=peer_ip)
+                         for fixed in port.fixed_ips if fixed.subnet_id in subnets))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _peer_entries(vx: str, peer_ip: str) -> tuple[frozenset[Fdb], frozenset[Neigh]]:
+    """Shared by every port of one peer: the union then meets the very same objects."""
+    mac = naming.node_mac(peer_ip)
+    return (frozenset({Fdb(dev=vx, mac=mac, dst=peer_ip)}),
+            frozenset({Neigh(dev=vx, ip=peer_ip, mac=mac)}))
+
+
 def _routing_ns(
     node: Node,
     nodes: Mapping[str, Node],
@@ -135,6 +192,8 @@ def _routing_ns(
     run_dir: str,
     groups: Security | None,
 ) -> RoutingNs:
+    """One network's namespace on this node: per-port entries (remembered per port object,
+    see `agent.memo`) joined into the namespace's sets."""
     assert network.segmentation_id is not None
     name = naming.routing_ns(node.netns, network.id)
     mtu = tenant_mtu(node, network)
@@ -146,42 +205,38 @@ def _routing_ns(
         mtu=mtu,
         mac=naming.node_mac(node.underlay_ip),
     )
-    subnet_by_id = {s.id: s for s in subnets}
-    plens = {s.id: ipaddress.IPv4Network(s.cidr).prefixlen for s in subnets}
-    sysctls = set(NS_SYSCTLS)
-    taps, addrs, neighs, routes = set(), set(), set(), set()
-    for port in local:
-        dev = naming.tap(port.id)
-        taps.add(Tap(name=dev, mtu=mtu))
-        sysctls |= tap_sysctls(dev)
-        for fixed in port.fixed_ips:
-            subnet = subnet_by_id.get(fixed.subnet_id)
-            if subnet is None:
-                continue
-            if subnet.gateway_ip:
-                addrs.add(Addr(dev=dev, cidr=f"{subnet.gateway_ip}/{plens[subnet.id]}"))
-            neighs.add(Neigh(dev=dev, ip=fixed.ip_address, mac=port.mac_address))
-            routes.add(Route(dst=f"{fixed.ip_address}/32", dev=dev))
-    fdbs = set()
+    by_id = {s.id: (s.gateway_ip, ipaddress.IPv4Network(s.cidr).prefixlen) for s in subnets}
+    local_context = (name, mtu, tuple(sorted(by_id.items())))
+    parts = [_PORT_ENTRIES.get(port.id, port, local_context,
+                               lambda port=port: _local_entries(port, mtu, by_id))  # type: ignore[misc]
+             for port in local]
+    subnet_ids = frozenset(by_id)
     for port in remote:
         peer = nodes.get(port.binding_host_id)
         if peer is None or peer.id == node.id:
             continue  # bound to a node we do not know yet: nowhere to send
-        fdbs.add(Fdb(dev=vx.name, mac=naming.node_mac(peer.underlay_ip), dst=peer.underlay_ip))
-        neighs.add(Neigh(dev=vx.name, ip=peer.underlay_ip, mac=naming.node_mac(peer.underlay_ip)))
-        for fixed in port.fixed_ips:
-            if fixed.subnet_id in subnet_by_id:
-                routes.add(Route(dst=f"{fixed.ip_address}/32", dev=vx.name, via=peer.underlay_ip))
+        context = (name, vx.name, peer.underlay_ip, subnet_ids)
+        parts.append(_PORT_ENTRIES.get(
+            port.id, port, context,
+            lambda port=port, ip=peer.underlay_ip: _remote_entries(  # type: ignore[misc]
+                port, vx.name, ip, subnet_ids)))
+
+    columns = dict(zip(_Entries._fields, zip(*parts, strict=True) if parts else
+                       ((),) * len(_Entries._fields), strict=True))
+
+    def joined(field: str, *base: frozenset[Any]) -> frozenset[Any]:
+        return _UNIONS.union((name, field), (*base, *columns[field]))
+
     return RoutingNs(
         name=name,
         network_id=network.id,
-        sysctls=frozenset(sysctls),
+        sysctls=joined("sysctls", NS_SYSCTLS),
         vxlan=vx,
-        taps=frozenset(taps),
-        addrs=frozenset(addrs),
-        neighs=frozenset(neighs),
-        fdbs=frozenset(fdbs),
-        routes=frozenset(routes),
+        taps=joined("taps"),
+        addrs=joined("addrs"),
+        neighs=joined("neighs"),
+        fdbs=joined("fdbs"),
+        routes=joined("routes"),
         # No local port (a routed network's namespace): nobody to answer.
         dhcp=dhcp.render(run_dir, name, subnets, local, mtu) if local else None,
         security=None if groups is None else security.ruleset(local, groups),

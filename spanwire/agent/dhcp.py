@@ -10,8 +10,10 @@ restarts it; only a change of the subnets (the argv) does.
 from __future__ import annotations
 
 import ipaddress
+import operator
 import os
 
+from spanwire.agent import memo
 from spanwire.agent.state import Dhcp
 from spanwire.model import Port, Subnet
 
@@ -38,6 +40,17 @@ def _options(subnet: Subnet, mtu: int) -> list[str]:
             parts.append(f"0.0.0.0/0,{subnet.gateway_ip}")
         lines.append(f"tag:{tag},option:classless-static-route,{','.join(parts)}")
     return lines
+
+
+_HOST_LINES: memo.IdentityMemo[str] = memo.IdentityMemo()
+
+
+def _host_line(port: Port, subnets: frozenset[str]) -> str:
+    """The port's static lease: its MAC and its first address on a DHCP subnet (one per MAC)."""
+    for fixed in port.fixed_ips:
+        if fixed.subnet_id in subnets:
+            return f"{port.mac_address},{fixed.ip_address}\n"
+    return ""
 
 
 def render(
@@ -74,15 +87,13 @@ def render(
             f"--dhcp-range=set:{_tag(subnet)},{net.network_address},static,"
             f"{net.netmask},{LEASE_TIME}"
         )
-    hosts: list[str] = []
-    for port in sorted(local_ports, key=lambda p: p.id):
-        for fixed in port.fixed_ips:
-            if fixed.subnet_id in by_id:
-                hosts.append(f"{port.mac_address},{fixed.ip_address}")
-                break  # one DHCP address per MAC
+    enabled_ids = frozenset(by_id)
+    hosts = [_HOST_LINES.get(port.id, port, enabled_ids,
+                             lambda port=port: _host_line(port, enabled_ids))  # type: ignore[misc]
+             for port in sorted(local_ports, key=operator.attrgetter("id"))]
     opts = [line for s in enabled for line in _options(s, mtu)]
     files = (
-        (hosts_path, "".join(h + "\n" for h in hosts)),
+        (hosts_path, "".join(hosts)),
         (opts_path, "".join(o + "\n" for o in opts)),
     )
     return Dhcp(argv=tuple(argv), files=files)

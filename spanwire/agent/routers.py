@@ -108,11 +108,12 @@ def attach(rns: RoutingNs, network_id: str, routers: list[str], attached: Attach
     default route goes to the first router in `gateways` (those with an
     external gateway), which does the north-south part on this node.
     """
+    mine = sorted(r for r in routers if network_id in attached[r])
+    if not mine:
+        return rns  # unrouted: its (possibly thousand-port) sets stay the very same objects
     legs, addrs, routes = set(rns.legs), set(rns.addrs), {r.dst: r for r in rns.routes}
-    for router_id in sorted(routers):
+    for router_id in mine:
         nets = attached[router_id]
-        if network_id not in nets:
-            continue
         dev = naming.leg_network_end(router_id)
         legs.add(Leg(name=dev, mtu=mtu))
         addrs.add(Addr(dev=dev, cidr=f"{naming.LEG_NETWORK_IP}/{naming.LEG_PLEN}"))

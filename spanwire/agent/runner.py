@@ -22,7 +22,7 @@ from spanwire.agent.apply import Plugger, apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
 from spanwire.agent.plan.ops import MoveTap, Op, StartDhcp
-from spanwire.agent.state import NodeKernel
+from spanwire.agent.state import NodeKernel, RoutingNs
 from spanwire.agent.status import StatusReporter
 from spanwire.dataplane import capabilities, dnsmasq
 from spanwire.dataplane.kernel import Kernel
@@ -390,7 +390,8 @@ class Agent:
                         self.node_id, exc)
             self.known = None
             return
-        spaces = dict(after.namespaces)
+        spaces = {name: _sharing(rns, want.namespaces.get(name))
+                  for name, rns in after.namespaces.items()}
         for op in ops:  # the one fact the model cannot know: the daemon's real pid
             if isinstance(op, StartDhcp) and op.ns in spaces and spaces[op.ns].dhcp:
                 found = dnsmasq.find(op.ns, os.path.join(self.run_dir, op.ns))
@@ -467,6 +468,23 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - already failing
                 log.debug("event=store_close_failed error=%s", exc)
             self._store = None
+
+
+_ENTRY_FIELDS = ("sysctls", "taps", "addrs", "neighs", "fdbs", "routes")
+
+
+def _sharing(have: RoutingNs, want: RoutingNs | None) -> RoutingNs:
+    """`have`, holding `want`'s very sets where they are equal.
+
+    The next pass diffs its desired sets against these: with the same element
+    objects on both sides, a set difference over a thousand entries is a
+    pointer comparison per entry instead of a dataclass `__eq__`.
+    """
+    if want is None:
+        return have
+    same = {f: getattr(want, f) for f in _ENTRY_FIELDS
+            if getattr(have, f) is not getattr(want, f) and getattr(have, f) == getattr(want, f)}
+    return replace(have, **same) if same else have
 
 
 def _with_applied_rulesets(want: NodeKernel, have: NodeKernel) -> NodeKernel:

@@ -10,7 +10,7 @@ are event-driven (one namespace read and planned) instead of a full resync.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from spanwire.agent.plan.nft_table import Ruleset
@@ -20,10 +20,10 @@ from spanwire.model import Port, SecurityGroupRule
 
 @dataclass(frozen=True)
 class Security:
-    """Rules by group id, and member addresses by (remote) group id."""
+    """Rules by group id, and member addresses by group id."""
 
     rules: Mapping[str, tuple[SecurityGroupRule, ...]]
-    members: Mapping[str, list[str]]
+    members: Mapping[str, Sequence[str]]
 
 
 def addresses(port: Port) -> list[str]:
@@ -31,17 +31,66 @@ def addresses(port: Port) -> list[str]:
     return [*port.ips, *(pair.ip_address for pair in port.allowed_address_pairs)]
 
 
-def gather(ports: Iterable[Port], rules: Iterable[SecurityGroupRule]) -> Security:
+def rules_by_group(rules: Iterable[SecurityGroupRule]) -> dict[str, tuple[SecurityGroupRule, ...]]:
     by_group: dict[str, list[SecurityGroupRule]] = {}
     for rule in sorted(rules, key=lambda r: r.id):
         by_group.setdefault(rule.security_group_id, []).append(rule)
-    remote = {r.remote_group_id for rs in by_group.values() for r in rs if r.remote_group_id}
-    members: dict[str, list[str]] = {g: [] for g in remote}
-    for port in ports:
-        for group in port.security_groups:
-            if group in members:
-                members[group] += addresses(port)
-    return Security(rules={g: tuple(rs) for g, rs in by_group.items()}, members=members)
+    return {g: tuple(rs) for g, rs in by_group.items()}
+
+
+class Membership(Mapping[str, tuple[str, ...]]):
+    """Member addresses by security group, kept current port by port.
+
+    The agent's cache updates it on every port event, so a reconcile does not
+    walk every port of the cloud to learn who is in which group; a group's
+    sorted addresses are rebuilt only after one of its members changed.
+    """
+
+    def __init__(self, ports: Iterable[Port] = ()) -> None:
+        self._of_port: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._by_group: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._sorted: dict[str, tuple[str, ...]] = {}
+        for port in ports:
+            self.update(port.id, port)
+
+    def update(self, port_id: str, port: Port | None) -> None:
+        """Port `port_id` is now `port` (None: deleted)."""
+        now = (tuple(sorted(set(port.security_groups))), tuple(addresses(port))) \
+            if port is not None else ((), ())
+        before = self._of_port.get(port_id, ((), ()))
+        if now == before:
+            return
+        for group in before[0]:
+            self._by_group[group].pop(port_id, None)
+            self._sorted.pop(group, None)
+            if not self._by_group[group]:
+                del self._by_group[group]
+        for group in now[0]:
+            self._by_group.setdefault(group, {})[port_id] = now[1]
+            self._sorted.pop(group, None)
+        if port is None:
+            self._of_port.pop(port_id, None)
+        else:
+            self._of_port[port_id] = now
+
+    def __getitem__(self, group: str) -> tuple[str, ...]:
+        found = self._sorted.get(group)
+        if found is None:
+            ports = self._by_group[group]  # KeyError: not a group anyone is in
+            found = tuple(sorted({a for addrs in ports.values() for a in addrs}))
+            self._sorted[group] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_group)
+
+    def __len__(self) -> int:
+        return len(self._by_group)
+
+
+def gather(ports: Iterable[Port], rules: Iterable[SecurityGroupRule]) -> Security:
+    """Compiler inputs from scratch (the agent's cache keeps them incrementally)."""
+    return Security(rules=rules_by_group(rules), members=Membership(ports))
 
 
 def ruleset(local: list[Port], security: Security) -> Ruleset | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from spanwire.agent.cache import ModelCache
 from spanwire.model import FixedIP, Port, SecurityGroup, SecurityGroupRule
-from spanwire.store import Event, EventType
+from spanwire.store import Event, EventType, keys
 
 NET_WEB, NET_DB, NET_OTHER = "net-web", "net-db", "net-other"
 
@@ -80,3 +80,15 @@ def test_the_agent_plans_group_only_networks_after_the_ports_own() -> None:
 
 def _kv(port: Port) -> tuple[str, bytes]:
     return port.key, port.to_bytes()
+
+
+def test_events_that_change_nothing_split_into_two_empty_sets() -> None:
+    """The runner indexes the split: a plain empty set here once crashed its loop into a
+    re-list (an unchanged PUT, the DELETE of an object it never saw)."""
+    cache, _ = _cache()
+    same = cache.objects[Port.KIND]["port-1"]
+    assert cache.apply_split(Event(EventType.PUT, *_kv(same), 2)) == (set(), set())
+    assert cache.apply_split(Event(EventType.DELETE, _port(9, NET_WEB, [], "10.0.0.9").key,
+                                   b"", 3)) == (set(), set())
+    assert cache.apply_split(Event(EventType.PUT, keys.key("nothing", "x"), b"{}", 4)) \
+        == (set(), set())

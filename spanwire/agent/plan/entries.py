@@ -34,10 +34,11 @@ def _diff(
     return sorted(write.values()), sorted(remove)  # type: ignore[type-var]
 
 
-def _on_dev(entries: Iterable[E], devs: set[str]) -> Iterable[E]:
+def _on_dev(entries: frozenset[E], devs: set[str]) -> frozenset[E]:
+    """`entries` without those on `devs`: a difference, so the rest keep their stored hashes."""
     if not devs:
         return entries
-    return [e for e in entries if getattr(e, "dev", None) not in devs]
+    return entries.difference([e for e in entries if getattr(e, "dev", None) in devs])
 
 
 def plan(

@@ -287,14 +287,19 @@ def _set_delta(table: str, name: str, before: Iterable[Any], after: Iterable[Any
     nft work against about 3 ms for one added element, and a new member is
     then an addition only.
     """
-    old = {canon(e): e for e in before}
-    new = {canon(e): e for e in after}
+    old = {_elem_key(e): e for e in before}
+    new = {_elem_key(e): e for e in after}
     out = []
     if gone := [e for k, e in old.items() if k not in new]:
         out.append(canon({"delete": {"element": {**ref(table, name), "elem": gone}}}))
     if came := [e for k, e in new.items() if k not in old]:
         out.append(canon({"add": {"element": {**ref(table, name), "elem": came}}}))
     return out
+
+
+def _elem_key(elem: Any) -> Any:
+    """A set element as something hashable: addresses are plain strings already."""
+    return elem if isinstance(elem, str) else canon(elem)
 
 
 def seal_update(table: str, digest: str) -> str:

@@ -51,14 +51,17 @@ The generic machinery (digests, whole-table and incremental transactions,
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import ipaddress
+import operator
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from spanwire.agent import naming
+from spanwire.agent import memo, naming
 from spanwire.agent.plan.nft_table import (
     DIGEST_TAG,
     FAMILY,
@@ -112,9 +115,16 @@ def _fragment_for(fingerprint: str, kind: str, name: str, inputs: tuple[Any, ...
 
 def _set_fragment(table: str, name: str, addresses: tuple[str, ...]) -> Fragment:
     """Its shape digest leaves the members out: a membership change keeps the table's shape."""
-    return Fragment("set", name, (table, addresses), sha(_fingerprint(), "set", name, table),
-                    sha(repr(addresses)))
+    return _set_fragment_for(_fingerprint(), table, name, addresses)
 
+
+@functools.lru_cache(maxsize=1 << 10)
+def _set_fragment_for(fingerprint: str, table: str, name: str, addresses: tuple[str, ...]
+                      ) -> Fragment:
+    """Remembered (a thousand members cost a repr and a hash to digest again), keyed by the
+    compiler's fingerprint like `_fragment_for`."""
+    return Fragment("set", name, (table, addresses), sha(fingerprint, "set", name, table),
+                    sha(repr(addresses)))
 
 
 def _m(left: Json, right: Any, op: str = "==") -> Json:
@@ -145,17 +155,19 @@ def _stable_names(ids: Iterable[str], width: int = 12) -> dict[str, str]:
     A name depends on no other id unless two collide (then only theirs change),
     which keeps other objects' chains untouched when one is added or removed.
     """
-    by_prefix: dict[str, list[str]] = {}
-    for i in sorted(set(ids)):
-        compact = i.lower().replace("-", "")
-        if not (compact.isascii() and compact.isalnum()):
-            compact = re.sub(r"[^0-9a-z]", "", compact) or "x"
-        by_prefix.setdefault(compact[:width], []).append(i)
-    names: dict[str, str] = {}
-    for prefix, same in by_prefix.items():
-        for i in same:
-            names[i] = prefix if len(same) == 1 else f"{prefix}-{sha(i)[:8]}"
-    return names
+    prefixes = {i: _compact(i)[:width] for i in set(ids)}
+    counts = collections.Counter(prefixes.values())
+    if len(counts) == len(prefixes):
+        return prefixes  # no collision: the common case, no per-id work left
+    return {i: p if counts[p] == 1 else f"{p}-{sha(i)[:8]}" for i, p in prefixes.items()}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _compact(i: str) -> str:
+    compact = i.lower().replace("-", "")
+    if not (compact.isascii() and compact.isalnum()):
+        compact = re.sub(r"[^0-9a-z]", "", compact) or "x"
+    return compact
 
 
 def _group_set_name(names: list[str], suffix: str) -> str:
@@ -222,6 +234,7 @@ def _span(address: str) -> tuple[int, int] | None:
     return None if net is None else (int(net.network_address), int(net.broadcast_address))
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _quad(value: int) -> str:
     return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
 
@@ -234,8 +247,12 @@ def _members(addresses: Iterable[str]) -> list[Any]:
     are (merging it with a neighbour into a wider prefix would replace that
     neighbour's element too): a membership change is then the smallest delta.
     """
+    spans = sorted(s for s in map(_span, addresses) if s is not None)
+    if all(start == end for start, end in spans):
+        # Plain addresses only (what ports have): nothing overlaps but duplicates.
+        return [_quad(start) for start in sorted({start for start, _ in spans})]
     merged: list[list[int]] = []
-    for start, end in sorted(s for s in map(_span, addresses) if s is not None):
+    for start, end in spans:
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
@@ -389,20 +406,44 @@ def _fingerprint() -> str:
     return sha(*(repr(compile_fragment(f)) for f in samples))
 
 
-def _secured(ports_here: Iterable[Port]) -> dict[str, Port]:
-    ports: dict[str, Port] = {}
+@dataclass(frozen=True)
+class _PortView:
+    """What the compiler reads from one port, derived once per port object (see `agent.memo`)."""
+
+    tap: str
+    secured: bool
+    group_set: tuple[str, ...]
+    ips: tuple[str, ...]
+    pairs: tuple[tuple[str, str | None], ...]
+
+
+_VIEWS: memo.IdentityMemo[_PortView] = memo.IdentityMemo()
+_PORT_FRAGMENTS: memo.IdentityMemo[Fragment] = memo.IdentityMemo()
+
+
+def _view(port: Port) -> _PortView:
+    return _VIEWS.get(port.id, port, None, lambda: _PortView(
+        tap=naming.tap(port.id), secured=port.port_security_enabled,
+        group_set=tuple(sorted(set(port.security_groups))),
+        ips=tuple(sorted(f.ip_address for f in port.fixed_ips)),
+        pairs=tuple(sorted((p.ip_address, p.mac_address) for p in port.allowed_address_pairs))))
+
+
+def _secured(ports_here: Iterable[Port]) -> dict[str, tuple[Port, _PortView]]:
+    ports: dict[str, tuple[Port, _PortView]] = {}
     taps: set[str] = set()
-    for port in sorted(ports_here, key=lambda p: p.id):
-        if port.port_security_enabled and naming.tap(port.id) not in taps:
-            ports[port.id] = port  # a repeated tap name could not exist in the kernel anyway
-            taps.add(naming.tap(port.id))
+    for port in sorted(ports_here, key=operator.attrgetter("id")):
+        view = _view(port)
+        if view.secured and view.tap not in taps:
+            ports[port.id] = (port, view)  # a repeated tap name could not exist in the kernel
+            taps.add(view.tap)
     return ports
 
 
 def compile_ruleset(
     ports_here: list[Port],
     rules: list[SecurityGroupRule],
-    group_members: Mapping[str, list[str]],
+    group_members: Mapping[str, Iterable[str]],
     table: str = "spanwire",
 ) -> Ruleset:
     """The complete `table inet <table>` of one routing namespace, as fragments.
@@ -410,11 +451,13 @@ def compile_ruleset(
     `ports_here`: this node's ports of this network; `rules`: at least every
     rule of their groups (others are ignored); `group_members`: security group
     id → addresses of every port in the cloud that is in that group (fixed IPs
-    and allowed-address-pair prefixes), used for remote-group rules. Cost: one
-    short hash per port; commands are compiled only for fragments not seen before.
+    and allowed-address-pair prefixes), used for remote-group rules. Cost: a
+    few dictionary lookups per port (its fragment is remembered against the
+    port object, see `agent.memo`); commands are compiled only for fragments
+    not seen before.
     """
     ports = _secured(ports_here)
-    groups_here = {g for p in ports.values() for g in p.security_groups}
+    groups_here = {g for _, view in ports.values() for g in view.group_set}
     live = [r for r in rules if r.security_group_id in groups_here]
     sets = {g: "sg_" + n for g, n in _stable_names(
         r.remote_group_id for r in live if r.remote_group_id and r.ethertype == "IPv4").items()}
@@ -424,11 +467,11 @@ def compile_ruleset(
     gnames = _stable_names(groups_here)
     frags: list[Fragment] = []
     for gid in sorted(sets):
-        addresses = tuple(sorted(set(group_members.get(gid, []))))
+        addresses = tuple(sorted(set(group_members.get(gid, ()))))
         frags.append(_set_fragment(table, sets[gid], addresses))
     # One chain per (group set, direction) that some port uses; None: its groups allow nothing.
     gchain: dict[tuple[tuple[str, ...], str], str | None] = {}
-    for group_set in sorted({tuple(sorted(set(p.security_groups))) for p in ports.values()}):
+    for group_set in sorted({view.group_set for _, view in ports.values()}):
         for direction in ("egress", "ingress"):
             union = set().union(*(keys.get((g, direction), ()) for g in group_set))
             name = _group_set_name([gnames[g] for g in group_set], _SUFFIX[direction])
@@ -438,21 +481,21 @@ def compile_ruleset(
             if allows:
                 frags.append(frag)
     pnames = _stable_names(ports)
-    for pid, port in ports.items():
-        group_set = tuple(sorted(set(port.security_groups)))
-        inputs = (table, naming.tap(pid), port.mac_address,
-                  tuple(sorted(f.ip_address for f in port.fixed_ips)),
-                  tuple(sorted((p.ip_address, p.mac_address) for p in port.allowed_address_pairs)),
-                  gchain[(group_set, "egress")], gchain[(group_set, "ingress")])
-        frags.append(_fragment("port", pnames[pid], inputs))
-    frags.append(_fragment("skeleton", "skeleton", (table,)))
+    fingerprint = _fingerprint()
+    port_frags = []
+    for pid, (port, view) in ports.items():
+        context = (fingerprint, table, pnames[pid], gchain[(view.group_set, "egress")],
+                   gchain[(view.group_set, "ingress")])
+        port_frags.append(_PORT_FRAGMENTS.get(
+            pid, port, context, lambda p=port, v=view, c=context: _fragment(  # type: ignore[misc]
+                "port", c[2], (table, v.tap, p.mac_address, v.ips, v.pairs, c[3], c[4]))))
     frags.sort(key=lambda f: (f.rank, f.name))
+    port_frags.sort(key=operator.attrgetter("name"))
+    frags = [*frags, *port_frags, _fragment("skeleton", "skeleton", (table,))]
     shape = hashlib.sha256(table.encode())
-    for f in frags:
-        shape.update(f"{f.kind}\0{f.name}\0{f.digest}\0".encode())
+    shape.update("".join([f"{f.kind}\0{f.name}\0{f.digest}\0" for f in frags]).encode())
     full = shape.copy()
-    for f in frags:
-        full.update(f.elem_digest.encode())
+    full.update("".join([f.elem_digest for f in frags]).encode())
     return Ruleset(table, tuple(frags), full.hexdigest()[:32] + "-" + shape.hexdigest()[:32])
 
 
