@@ -249,7 +249,6 @@ PROBER = r"""
 import socket, struct, sys, time
 dst, deadline = sys.argv[1], time.time() + float(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.setblocking(False)
 def csum(b):
     t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     t = (t >> 16) + (t & 0xFFFF); t += t >> 16
@@ -265,12 +264,13 @@ while time.time() < deadline:
     except OSError:
         pass
     end = time.time() + 0.001
-    while time.time() < end:
+    while (left := end - time.time()) > 0:
+        # Blocks until a reply or the next send: polling would take CPU from the agents.
+        s.settimeout(left)
         try:
             data = s.recv(2048)
-        except BlockingIOError:
-            time.sleep(0.0002)
-            continue
+        except OSError:  # the timeout, or an error the kernel reported
+            break
         icmp = data[(data[0] & 15) * 4:]
         if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
             print("%.6f" % time.time(), flush=True)

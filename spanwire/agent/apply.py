@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -115,12 +116,14 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
                 done += 1
                 continue
             _flush(kernel, pending_sysctls)
+            started = time.monotonic()
             move = early.pop(op, None) if isinstance(op, o.MoveTap) else None
             if move is not None:
                 _finish_move(kernel, op, move, plugger)
             else:
                 _one(kernel, run_dir, op)
-            log.info("op=%s %s", type(op).__name__, _describe(op))
+            log.info("op=%s %s ms=%.1f", type(op).__name__, _describe(op),
+                     1000 * (time.monotonic() - started))
             done += 1
         _flush(kernel, pending_sysctls)
     finally:

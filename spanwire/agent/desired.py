@@ -175,6 +175,12 @@ def _remote_entries(port: Port, vx: str, peer_ip: str, subnets: frozenset[str]) 
 
 
 @functools.lru_cache(maxsize=1 << 12)
+def _interned(context: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One object per distinct context, so a remembered entry is recognised by identity."""
+    return context
+
+
+@functools.lru_cache(maxsize=1 << 12)
 def _peer_entries(vx: str, peer_ip: str) -> tuple[frozenset[Fdb], frozenset[Neigh]]:
     """Shared by every port of one peer: the union then meets the very same objects."""
     mac = naming.node_mac(peer_ip)
@@ -206,20 +212,22 @@ def _routing_ns(
         mac=naming.node_mac(node.underlay_ip),
     )
     by_id = {s.id: (s.gateway_ip, ipaddress.IPv4Network(s.cidr).prefixlen) for s in subnets}
-    local_context = (name, mtu, tuple(sorted(by_id.items())))
-    parts = [_PORT_ENTRIES.get(port.id, port, local_context,
-                               lambda port=port: _local_entries(port, mtu, by_id))  # type: ignore[misc]
+    local_context = _interned((name, mtu, tuple(sorted(by_id.items()))))
+    get = _PORT_ENTRIES.get
+    parts = [get(port.id, port, local_context, _local_entries, port, mtu, by_id)
              for port in local]
     subnet_ids = frozenset(by_id)
+    peers: dict[str, tuple[str, ...] | None] = {}
+    for host in {port.binding_host_id for port in remote}:
+        peer = nodes.get(host)
+        # Bound to a node we do not know yet: nowhere to send.
+        peers[host] = None if peer is None or peer.id == node.id else \
+            _interned((name, vx.name, peer.underlay_ip, subnet_ids))
     for port in remote:
-        peer = nodes.get(port.binding_host_id)
-        if peer is None or peer.id == node.id:
-            continue  # bound to a node we do not know yet: nowhere to send
-        context = (name, vx.name, peer.underlay_ip, subnet_ids)
-        parts.append(_PORT_ENTRIES.get(
-            port.id, port, context,
-            lambda port=port, ip=peer.underlay_ip: _remote_entries(  # type: ignore[misc]
-                port, vx.name, ip, subnet_ids)))
+        context = peers[port.binding_host_id]
+        if context is not None:
+            parts.append(get(port.id, port, context, _remote_entries, port, vx.name, context[2],
+                             subnet_ids))
 
     columns = dict(zip(_Entries._fields, zip(*parts, strict=True) if parts else
                        ((),) * len(_Entries._fields), strict=True))

@@ -88,8 +88,8 @@ def render(
             f"{net.netmask},{LEASE_TIME}"
         )
     enabled_ids = frozenset(by_id)
-    hosts = [_HOST_LINES.get(port.id, port, enabled_ids,
-                             lambda port=port: _host_line(port, enabled_ids))  # type: ignore[misc]
+    get = _HOST_LINES.get
+    hosts = [get(port.id, port, enabled_ids, _host_line, port, enabled_ids)
              for port in sorted(local_ports, key=operator.attrgetter("id"))]
     opts = [line for s in enabled for line in _options(s, mtu)]
     files = (

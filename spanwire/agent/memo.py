@@ -42,14 +42,26 @@ class IdentityMemo(Generic[V]):
         _ALL.add(self)  # type: ignore[arg-type]
 
     def get(self, key: Hashable, obj: object, context: Hashable,
-            compute: Callable[[], V]) -> V:
+            compute: Callable[..., V], *args: object) -> V:
+        """`compute(*args)`, or what it returned for this very object in an equal context."""
         hit = self._entries.get(key)
-        if hit is not None and hit[0] is obj and hit[1] == context:
+        if hit is not None and hit[0] is obj and (hit[1] is context or hit[1] == context):
             return hit[2]
-        value = compute()
+        value = compute(*args)
         if len(self._entries) >= self.capacity:
             self._entries.clear()
         self._entries[key] = (obj, context, value)
+        return value
+
+    def peek(self, key: Hashable, obj: object) -> V | None:
+        """What was remembered for this very object (in any context), else None."""
+        hit = self._entries.get(key)
+        return hit[2] if hit is not None and hit[0] is obj else None
+
+    def put(self, key: Hashable, obj: object, value: V) -> V:
+        if len(self._entries) >= self.capacity:
+            self._entries.clear()
+        self._entries[key] = (obj, None, value)
         return value
 
     def clear(self) -> None:
@@ -57,7 +69,7 @@ class IdentityMemo(Generic[V]):
 
 
 class UnionMemo:
-    """`frozenset().union(*parts)`, the same object again when every part is the same object.
+    """`frozenset().union(*parts)`, the same object again when the parts are the same.
 
     A namespace whose ports did not change then yields identical sets, which
     the planner's set differences compare by identity.
@@ -71,8 +83,7 @@ class UnionMemo:
     def union(self, key: Hashable, parts: Iterable[frozenset[T]]) -> frozenset[T]:
         parts = tuple(parts)
         last = self._last.get(key)
-        if last is not None and len(last[0]) == len(parts) and \
-                all(a is b for a, b in zip(last[0], parts, strict=True)):
+        if last is not None and last[0] == parts:  # C-level: identical parts compare first
             return last[1]  # type: ignore[return-value]
         value: frozenset[T] = frozenset().union(*parts)
         if len(self._last) >= self.capacity:

@@ -134,7 +134,13 @@ class Agent:
         self.cache.load(store)
         self.status.load(store)
         self.reconcile()
-        gc.enable()  # `python -m spanwire.agent` starts with it off (see there)
+        if not gc.isenabled():  # `python -m spanwire.agent` starts with it off (see there)
+            # What is alive now (the model, the kernel's state) lives as long as the
+            # agent: out of every later collection, so a pass never waits on a full
+            # scan of a thousand ports' objects.
+            gc.collect()
+            gc.freeze()
+            gc.enable()
         self.plugger.warm(node.netns)
         self._ensure_lease(store)
         self.cache.start_watches(store)
@@ -305,6 +311,7 @@ class Agent:
         reading = self._start_reading() if networks is None else None
         try:
             want = self.desired(networks)  # while the kernel is being read
+            desired_ms = 1000 * (time.monotonic() - start)
             if networks is None:
                 self._claim_gateways(want)
         except BaseException:
@@ -316,7 +323,9 @@ class Agent:
         try:
             have = self._actual(want, only, reading)
             ops = plan(want, have)
+            planned = time.monotonic()
             apply(self.kernel, self.run_dir, ops, self.plugger)
+            applied = time.monotonic()
             self._track(want, have, ops, full=only is None)
             self.dirty = self.dirty and networks is not None
         except (SpanwireError, OSError) as exc:
@@ -331,9 +340,11 @@ class Agent:
         self.stats.last_duration = time.monotonic() - start
         if self.stats.first_reconcile is None:
             self.stats.first_reconcile = time.monotonic() - self.stats.started
-        log.info("event=reconciled node=%s scope=%s ops=%d duration_ms=%.1f", self.node_id,
+        log.info("event=reconciled node=%s scope=%s ops=%d duration_ms=%.1f desired_ms=%.1f "
+                 "planned_ms=%.1f applied_ms=%.1f", self.node_id,
                  "all" if networks is None else ",".join(sorted(networks)), len(ops),
-                 1000 * self.stats.last_duration)
+                 1000 * self.stats.last_duration, desired_ms, 1000 * (planned - start),
+                 1000 * (applied - start))
         plugged = {op.name for op in ops if isinstance(op, MoveTap)}
         if plugged:
             with self._loose_lock:

@@ -95,12 +95,9 @@ def gather(ports: Iterable[Port], rules: Iterable[SecurityGroupRule]) -> Securit
 
 def ruleset(local: list[Port], security: Security) -> Ruleset | None:
     """The namespace's compiled table; None when none of its ports is filtered."""
-    secured = [p for p in local if p.port_security_enabled]
-    if not secured:
+    if not any(p.port_security_enabled for p in local):
         return None
-    groups = sorted({g for p in secured for g in p.security_groups})
-    rules = [r for g in groups for r in security.rules.get(g, ())]
-    return compile_ruleset(local, rules, security.members)
+    return compile_ruleset(local, security.rules, security.members)
 
 
 def _networks_in_groups(groups: set[str], ports: Iterable[Port]) -> set[str]:

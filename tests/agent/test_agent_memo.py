@@ -97,5 +97,6 @@ def test_a_union_of_the_same_parts_is_the_same_set() -> None:
     first = u.union("k", [a, b])
     assert first == {1, 2, 3}
     assert u.union("k", [a, b]) is first
-    assert u.union("k", [a, frozenset({2, 3})]) is not first  # equal parts, other objects
+    assert u.union("k", [a, frozenset({2, 3})]) is first  # equal parts: the same value
     assert u.union("k", [a]) == {1, 2}
+    assert u.union("k", [a, b]) is not first  # another pass came in between

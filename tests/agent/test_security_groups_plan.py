@@ -236,17 +236,28 @@ def test_remote_ip_prefix_both_directions() -> None:
 def test_remote_group_is_a_set_and_membership_change_is_a_set_update() -> None:
     rules = [rule(WEB, "ingress", protocol="tcp", port_range_min=22, remote_group_id=OTHER)]
     before = compile_([A], rules, {OTHER: ["10.0.0.13"]})
-    after = compile_([A], rules, {OTHER: ["10.0.0.14", "10.0.8.0/24"]})
+    after = compile_([A], rules, {OTHER: ["10.0.0.14", "10.0.0.15"]})
     assert ok(before, flow(C, A)) and not ok(after, flow(C, A))
-    assert ok(after, flow("10.0.8.7", A)) and not ok(after, flow("10.0.8.7", A, dport=23))
-    sets = [c["add"]["set"] for c in after.document()["nftables"] if "set" in c.get("add", {})]
-    assert [s["name"] for s in sets] == ["sg_bbbbbbbb0000"]
+    assert ok(after, flow("10.0.0.15", A)) and not ok(after, flow("10.0.0.15", A, dport=23))
+
+    def sets(doc: sg.Ruleset) -> list[dict[str, Any]]:
+        return [c["add"]["set"] for c in doc.document()["nftables"] if "set" in c.get("add", {})]
+
+    assert [(s["name"], s.get("flags")) for s in sets(after)] == [("sg_bbbbbbbb0000", None)]
     ops = sg.plan_ruleset("ns", after, sg.ruleset_digest(before))
     assert [op.change for op in ops] == [sg.RulesetChange.SETS]
     payload = json.loads(ops[0].payload)["nftables"]
     assert not any("rule" in c.get("add", {}) and c["add"]["rule"]["chain"] != sg.META_CHAIN
                    for c in payload), "a membership change rewrites no rule"
     assert ok(compile_([A], rules, {}), flow(C, A)) is False, "unknown group: empty set"
+    # A prefix member (an allowed address pair) needs an interval set: another set, whose
+    # kind the kernel cannot change in place, so the table's shape changes.
+    pairs = compile_([A], rules, {OTHER: ["10.0.0.14", "10.0.8.0/24"]})
+    assert ok(pairs, flow("10.0.8.7", A)) and not ok(pairs, flow("10.0.8.7", A, dport=23))
+    assert [(s["name"], s.get("flags")) for s in sets(pairs)] == [("sgn_bbbbbbbb0000",
+                                                                    ["interval"])]
+    assert [op.change for op in sg.plan_ruleset("ns", pairs, sg.ruleset_digest(after))] == \
+        [sg.RulesetChange.REPLACE]
 
 
 def test_egress_is_governed_by_egress_rules_dhcp_always_allowed() -> None:

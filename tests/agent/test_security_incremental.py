@@ -188,13 +188,15 @@ def test_incremental_sequence_equals_fresh_replacement() -> None:
         ([moved, *p[2:], o3], [*RULES, extra], members),  # add a rule
         ([moved, *p[2:], o3], RULES, members),  # remove it
         ([moved, *p[2:], o3], RULES, {**members, OTHER: ["10.9.9.9"]}),  # membership
+        # a prefix member: the set becomes an interval set (a new one), and back again
+        ([moved, *p[2:], o3], RULES, {**members, OTHER: ["10.9.9.9", "10.8.0.0/24"]}),
         ([moved, *p[2:], o3, n6], [*RULES, *NEW_RULES], {**members, NEW: [n6.ips[0]]}),
         ([moved, *p[2:], o3], [*RULES, *NEW_RULES], members),  # last port of NEW goes
         ([moved, *p[2:]], RULES, members),  # last port of OTHER (still a remote group)
         ([moved.evolve(port_security_enabled=False), *p[2:]], RULES, members),
         ([moved, *p[2:]], RULES, members),
     ])
-    assert kinds == ["incremental"] * 5 + ["sets"] + ["incremental"] * 5
+    assert kinds == ["incremental"] * 5 + ["sets"] + ["incremental"] * 6
 
 
 def test_transaction_creates_before_use_and_deletes_after_last_use() -> None:

@@ -96,7 +96,9 @@ def test_incremental_transactions_leave_what_a_replace_would(spaces: tuple[str, 
         ("add a rule", [moved, *p[2:], o5], [*RULES, extra], members),
         ("remove a rule", [moved, *p[2:], o5], RULES, members),
         ("membership", [moved, *p[2:], o5], RULES,
-         {**members, OTHER: ["10.9.0.200", "10.8.0.0/16"]}),
+         {**members, OTHER: ["10.9.0.200", "10.9.0.201"]}),
+        ("a prefix member: an interval set replaces the plain one", [moved, *p[2:], o5],
+         RULES, {**members, OTHER: ["10.9.0.200", "10.8.0.0/16"]}),
         ("port in a new group", [moved, *p[2:], o5, n6], [*RULES, *NEW_RULES],
          {**members, NEW: [n6.ips[0]]}),
         ("last port of a group", [moved, *p[2:], o5], [*RULES, *NEW_RULES], members),
@@ -122,5 +124,5 @@ def test_incremental_transactions_leave_what_a_replace_would(spaces: tuple[str, 
         assert nft.read_digest(inc) == desired.digest, what
         assert normalised(inc) == normalised(fresh), what
         applied = desired
-    assert kinds == ["incremental"] * 5 + ["sets"] + ["incremental"] * 4
+    assert kinds == ["incremental"] * 5 + ["sets"] + ["incremental"] * 5
     assert sg.plan_ruleset(inc, applied, nft.read_digest(inc), applied) == []

@@ -58,8 +58,9 @@ def plan(
         late.append(DeleteLink(ns, have.name))
         gone.add(have.name)
 
-    have_taps = {t.name: t for t in a.taps}
-    want_taps = {t.name: t for t in d.taps}
+    # Only the differences are looked at: a thousand taps in place cost two set differences.
+    have_taps = {t.name: t for t in a.taps - d.taps}
+    want_taps = {t.name: t for t in d.taps - a.taps}
     for name in sorted(want_taps):
         tap = want_taps[name]
         current = have_taps.get(name)

@@ -372,6 +372,8 @@ def incremental(applied: Ruleset, desired: Ruleset) -> tuple[RulesetChange, str]
     only_sets = True
     for key, frag in new.items():
         before = old.get(key)
+        if before is frag:
+            continue  # remembered fragments: most are the very same object
         if before is not None and (before.digest, before.elem_digest) == (frag.digest,
                                                                           frag.elem_digest):
             continue

@@ -30,7 +30,8 @@ from it with `dataplane.nft`. Neutron semantics:
 - DHCP from the VM (udp 68→67) is always allowed, DHCP server replies from a VM
   (udp 67→68) always dropped; replies from our dnsmasq are accepted on output;
 - remote groups are named sets `sg_<group>` holding member addresses, so a
-  membership change is a set-element update, not a new rule set;
+  membership change is a set-element update, not a new rule set (`sgn_<group>`,
+  an interval set, when a member is a prefix);
 - a port with `port_security_enabled=False` gets no chains at all;
 - IPv4 only: the testbed disables IPv6, so IPv6 rules are skipped and IPv6
   from a secured port is dropped by its anti-spoofing chain. ARP is not seen by
@@ -58,7 +59,6 @@ import ipaddress
 import operator
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from spanwire.agent import memo, naming
@@ -123,8 +123,23 @@ def _set_fragment_for(fingerprint: str, table: str, name: str, addresses: tuple[
                       ) -> Fragment:
     """Remembered (a thousand members cost a repr and a hash to digest again), keyed by the
     compiler's fingerprint like `_fragment_for`."""
-    return Fragment("set", name, (table, addresses), sha(fingerprint, "set", name, table),
-                    sha(repr(addresses)))
+    interval = _needs_interval(addresses)
+    return Fragment("set", name, (table, addresses, interval),
+                    sha(fingerprint, "set", name, table, str(interval)), sha(repr(addresses)))
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _needs_interval(addresses: tuple[str, ...]) -> bool:
+    """Whether a member is a prefix (an allowed address pair can be): only then is the set an
+    interval set. nft fetches every element of an interval set before it changes any set of
+    the table (3 ms of a port's transaction with a thousand members), not so for plain ones."""
+    return any(span is not None and span[0] != span[1] for span in map(_span, addresses))
+
+
+def _set_name(stable: str, addresses: tuple[str, ...]) -> str:
+    """`sg_<group>`, or `sgn_<group>` for an interval set: the kind cannot change in place,
+    so a set that becomes one is a new set (created, its rules re-pointed, the old deleted)."""
+    return ("sgn_" if _needs_interval(addresses) else "sg_") + stable
 
 
 def _m(left: Json, right: Any, op: str = "==") -> Json:
@@ -350,9 +365,10 @@ def _compile_group(frag: Fragment) -> Content:
 
 
 def _compile_set(frag: Fragment) -> Content:
-    table, addresses = frag.inputs
+    table, addresses, interval = frag.inputs
     elems = _members(addresses)
-    spec = {**ref(table, frag.name), "type": "ipv4_addr", "flags": ["interval"]}
+    spec = {**ref(table, frag.name), "type": "ipv4_addr",
+            **({"flags": ["interval"]} if interval else {})}
     create = canon({"add": {"set": {**spec, **({"elem": elems} if elems else {})}}})
     return Content(creates=(create,), sets=(frag.name,), set_elems=((frag.name, tuple(elems)),))
 
@@ -400,78 +416,97 @@ def _fingerprint() -> str:
         Fragment("group", "grp-g-i", ("t", "ingress", (
             ("IPv4", "tcp", 22, 23, None, "sg_g"), ("IPv4", "icmp", 8, 0, "10.0.0.0/8", None),
             ("IPv4", "132", None, None, None, None), ("IPv6", None, None, None, None, None))), ""),
-        Fragment("set", "sg_g", ("t", ("10.0.0.2", "10.0.0.3", "10.2.0.0/16")), ""),
+        Fragment("set", "sgn_g", ("t", ("10.0.0.2", "10.0.0.3", "10.2.0.0/16"), True), ""),
+        Fragment("set", "sg_h", ("t", ("10.0.0.2", "10.0.0.3"), False), ""),
         Fragment("skeleton", "skeleton", ("t",), ""),
     ]
     return sha(*(repr(compile_fragment(f)) for f in samples))
 
 
-@dataclass(frozen=True)
 class _PortView:
-    """What the compiler reads from one port, derived once per port object (see `agent.memo`)."""
+    """What the compiler reads from one port, derived once per port object (see `agent.memo`),
+    and the port's fragment as last compiled (a port's chains depend on its name here and
+    on its group set's chains too, so that is checked before it is reused)."""
 
-    tap: str
-    secured: bool
-    group_set: tuple[str, ...]
-    ips: tuple[str, ...]
-    pairs: tuple[tuple[str, str | None], ...]
+    __slots__ = ("compiled", "group_set", "ips", "mac", "pairs", "prefix", "secured", "tap")
+
+    def __init__(self, port: Port) -> None:
+        self.tap = naming.tap(port.id)
+        self.secured = port.port_security_enabled
+        self.group_set = tuple(sorted(set(port.security_groups)))
+        self.ips = tuple(sorted(f.ip_address for f in port.fixed_ips))
+        self.pairs = tuple(sorted((p.ip_address, p.mac_address)
+                                  for p in port.allowed_address_pairs))
+        self.mac = port.mac_address
+        self.prefix = _compact(port.id)[:12]  # its chains' name unless another port shares it
+        self.compiled: tuple[tuple[str, ...], Fragment] | None = None
+
+    def fragment(self, table: str, name: str, egress: str | None, ingress: str | None,
+                 fingerprint: str) -> Fragment:
+        context = (table, name, egress or "", ingress or "", fingerprint)
+        if self.compiled is None or self.compiled[0] != context:
+            self.compiled = (context, _fragment("port", name, (
+                table, self.tap, self.mac, self.ips, self.pairs, egress, ingress)))
+        return self.compiled[1]
 
 
 _VIEWS: memo.IdentityMemo[_PortView] = memo.IdentityMemo()
-_PORT_FRAGMENTS: memo.IdentityMemo[Fragment] = memo.IdentityMemo()
 
 
-def _view(port: Port) -> _PortView:
-    return _VIEWS.get(port.id, port, None, lambda: _PortView(
-        tap=naming.tap(port.id), secured=port.port_security_enabled,
-        group_set=tuple(sorted(set(port.security_groups))),
-        ips=tuple(sorted(f.ip_address for f in port.fixed_ips)),
-        pairs=tuple(sorted((p.ip_address, p.mac_address) for p in port.allowed_address_pairs))))
-
-
-def _secured(ports_here: Iterable[Port]) -> dict[str, tuple[Port, _PortView]]:
-    ports: dict[str, tuple[Port, _PortView]] = {}
+def _secured(ports_here: Iterable[Port]) -> dict[str, _PortView]:
+    ports: dict[str, _PortView] = {}
     taps: set[str] = set()
     for port in sorted(ports_here, key=operator.attrgetter("id")):
-        view = _view(port)
+        view = _VIEWS.peek(port.id, port) or _VIEWS.put(port.id, port, _PortView(port))
         if view.secured and view.tap not in taps:
-            ports[port.id] = (port, view)  # a repeated tap name could not exist in the kernel
+            ports[port.id] = view  # a repeated tap name could not exist in the kernel anyway
             taps.add(view.tap)
     return ports
 
 
+def _port_names(ports: Mapping[str, _PortView]) -> dict[str, str]:
+    """`_stable_names` of the ports, from their remembered prefixes."""
+    names = {pid: view.prefix for pid, view in ports.items()}
+    if len(set(names.values())) == len(names):
+        return names
+    return _stable_names(names)
+
+
 def compile_ruleset(
     ports_here: list[Port],
-    rules: list[SecurityGroupRule],
+    rules: Iterable[SecurityGroupRule] | Mapping[str, Iterable[SecurityGroupRule]],
     group_members: Mapping[str, Iterable[str]],
     table: str = "spanwire",
 ) -> Ruleset:
     """The complete `table inet <table>` of one routing namespace, as fragments.
 
     `ports_here`: this node's ports of this network; `rules`: at least every
-    rule of their groups (others are ignored); `group_members`: security group
-    id → addresses of every port in the cloud that is in that group (fixed IPs
-    and allowed-address-pair prefixes), used for remote-group rules. Cost: a
+    rule of their groups (others are ignored), or the rules by group id;
+    `group_members`: security group id → addresses of every port in the cloud
+    that is in that group (fixed IPs and allowed-address-pair prefixes), used
+    for remote-group rules. Cost: a
     few dictionary lookups per port (its fragment is remembered against the
     port object, see `agent.memo`); commands are compiled only for fragments
     not seen before.
     """
     ports = _secured(ports_here)
-    groups_here = {g for _, view in ports.values() for g in view.group_set}
-    live = [r for r in rules if r.security_group_id in groups_here]
-    sets = {g: "sg_" + n for g, n in _stable_names(
-        r.remote_group_id for r in live if r.remote_group_id and r.ethertype == "IPv4").items()}
+    groups_here = {g for view in ports.values() for g in view.group_set}
+    live = [r for g in sorted(groups_here) for r in rules.get(g, ())] \
+        if isinstance(rules, Mapping) else [r for r in rules if r.security_group_id in groups_here]
+    remote = _stable_names(
+        r.remote_group_id for r in live if r.remote_group_id and r.ethertype == "IPv4")
+    addresses = {g: tuple(sorted(set(group_members.get(g, ())))) for g in remote}
+    sets = {g: _set_name(n, addresses[g]) for g, n in remote.items()}
     keys: dict[tuple[str, str], set[RuleKey]] = {}
     for r in live:
         keys.setdefault((r.security_group_id, r.direction), set()).add(_rule_key(r, sets))
     gnames = _stable_names(groups_here)
     frags: list[Fragment] = []
     for gid in sorted(sets):
-        addresses = tuple(sorted(set(group_members.get(gid, ()))))
-        frags.append(_set_fragment(table, sets[gid], addresses))
+        frags.append(_set_fragment(table, sets[gid], addresses[gid]))
     # One chain per (group set, direction) that some port uses; None: its groups allow nothing.
     gchain: dict[tuple[tuple[str, ...], str], str | None] = {}
-    for group_set in sorted({view.group_set for _, view in ports.values()}):
+    for group_set in sorted({view.group_set for view in ports.values()}):
         for direction in ("egress", "ingress"):
             union = set().union(*(keys.get((g, direction), ()) for g in group_set))
             name = _group_set_name([gnames[g] for g in group_set], _SUFFIX[direction])
@@ -480,15 +515,12 @@ def compile_ruleset(
             gchain[(group_set, direction)] = name if allows else None
             if allows:
                 frags.append(frag)
-    pnames = _stable_names(ports)
+    pnames = _port_names(ports)
     fingerprint = _fingerprint()
-    port_frags = []
-    for pid, (port, view) in ports.items():
-        context = (fingerprint, table, pnames[pid], gchain[(view.group_set, "egress")],
-                   gchain[(view.group_set, "ingress")])
-        port_frags.append(_PORT_FRAGMENTS.get(
-            pid, port, context, lambda p=port, v=view, c=context: _fragment(  # type: ignore[misc]
-                "port", c[2], (table, v.tap, p.mac_address, v.ips, v.pairs, c[3], c[4]))))
+    chains = {group_set: (gchain[(group_set, "egress")], gchain[(group_set, "ingress")])
+              for group_set, _ in gchain}
+    port_frags = [view.fragment(table, pnames[pid], *chains[view.group_set], fingerprint)
+                  for pid, view in ports.items()]
     frags.sort(key=lambda f: (f.rank, f.name))
     port_frags.sort(key=operator.attrgetter("name"))
     frags = [*frags, *port_frags, _fragment("skeleton", "skeleton", (table,))]
