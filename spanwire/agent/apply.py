@@ -37,6 +37,7 @@ class Plugger:
         self._lock = threading.Lock()
         self._early: dict[o.MoveTap, Future[None]] = {}
         self.moving: set[str] = set()  # taps moved ahead of any plan, not yet accounted
+        self._filter_pool: ThreadPoolExecutor | None = None
 
     def eager(self, op: o.MoveTap) -> None:
         """Start a move before the pass that will plan it (the runner knows from the event
@@ -92,10 +93,29 @@ class Plugger:
     def submit(self, op: o.MoveTap) -> Future[None]:
         return self._pool.submit(self._move, op.node_ns, op.name, op.ns)
 
+    def filter(self, op: o.ApplyRuleset) -> Future[float]:
+        """Run a filtering transaction in a thread of its own, returning its duration (ms).
+
+        libnftables spends it fetching the table (about 8 ms with a thousand
+        ports) and in the kernel, without the GIL: the reconcile thread writes
+        the port's addresses and neighbours meanwhile (see `apply`).
+        """
+        if self._filter_pool is None:
+            self._filter_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter")
+        return self._filter_pool.submit(_timed_nft_apply, op.ns, op.payload)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._filter_pool is not None:
+            self._filter_pool.shutdown(wait=True)
         for kernel in self._kernels:
             kernel.close()
+
+
+def _timed_nft_apply(ns: str, payload: str) -> float:
+    started = time.monotonic()
+    nft.apply(ns, payload)
+    return 1000 * (time.monotonic() - started)
 
 
 def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | None = None
@@ -103,13 +123,25 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     """Run `ops` in order; return how many ran. Stops at the first failure (raised).
 
     With a `plugger`, taps bound for namespaces that already exist start moving
-    at once (see `Plugger`); each MoveTap op then waits for its own move.
+    at once (see `Plugger`); each MoveTap op then waits for its own move. And a
+    filtering transaction runs in the plugger's filter thread while the ops
+    that cannot let traffic through (`_ALONGSIDE_FILTERING`) go on; the first
+    other op waits for it.
     """
     early = _start_moves(ops, plugger) if plugger is not None else {}
     pending_sysctls: dict[str, dict[str, str]] = {}
+    filtering: tuple[o.ApplyRuleset, Future[float]] | None = None
     done = 0
     try:
         for op in ops:
+            if filtering is not None and not isinstance(op, _ALONGSIDE_FILTERING):
+                _finish_filtering(kernel, *filtering)
+                filtering = None
+            if plugger is not None and isinstance(op, o.ApplyRuleset) and \
+                    op.change in _WRITES_FILTERING:
+                filtering = (op, plugger.filter(op))
+                done += 1
+                continue
             if isinstance(op, o.SetSysctl):
                 # Batched per namespace: one thread hop instead of one per key.
                 pending_sysctls.setdefault(op.ns, {})[op.key] = op.value
@@ -126,13 +158,33 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
                      1000 * (time.monotonic() - started))
             done += 1
         _flush(kernel, pending_sysctls)
+        if filtering is not None:
+            _finish_filtering(kernel, *filtering)
+            filtering = None
     finally:
+        if filtering is not None:  # a failure stopped the pass: its transaction ends first
+            try:
+                filtering[1].result()
+            except Exception:  # noqa: BLE001 - the first failure is the one raised
+                log.warning("event=filtering_failed ns=%s", filtering[0].ns)
         for op, move in early.items():  # a failure stopped the pass: let no move outlive it
             try:
                 _finish_move(kernel, op, move, plugger)
             except Exception:  # noqa: BLE001 - the first failure is the one raised
                 log.warning("event=early_move_failed tap=%s", op.name)
     return done
+
+
+# What may run while a namespace's filtering transaction is in flight: nothing that
+# lets traffic through (a tap stays down until it is done; routes need it up).
+_ALONGSIDE_FILTERING = (o.SetSysctl, o.AddAddr, o.ReplaceNeigh, o.ReplaceFdb, o.MoveTap)
+_WRITES_FILTERING = (RulesetChange.INCREMENTAL, RulesetChange.SETS, RulesetChange.REPLACE)
+
+
+def _finish_filtering(kernel: Kernel, op: o.ApplyRuleset, running: Future[float]) -> None:
+    took = running.result()
+    kernel.writes += 1
+    log.info("op=%s %s ms=%.1f", type(op).__name__, _describe(op), took)
 
 
 def _start_moves(ops: Sequence[o.Op], plugger: Plugger) -> dict[o.MoveTap, Future[None]]:
