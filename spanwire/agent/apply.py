@@ -97,8 +97,8 @@ class Plugger:
         """Run a filtering transaction in a thread of its own, returning its duration (ms).
 
         libnftables spends it fetching the table (about 8 ms with a thousand
-        ports) and in the kernel, without the GIL: the reconcile thread writes
-        the port's addresses and neighbours meanwhile (see `apply`).
+        ports) and in the kernel, without the GIL: the reconcile thread waits
+        for the port's tap move meanwhile (see `apply`).
         """
         if self._filter_pool is None:
             self._filter_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter")

@@ -3,7 +3,7 @@
 Order: routing namespaces, then router namespaces (their legs need both
 ends' namespaces), then the addresses and routes on legs just created, then
 stale namespaces. Per namespace: create → (sysctls, security-group table, links, link sysctls,
-addresses, neighbours/FDB, plugged taps up, routes, DHCP) → per namespace removals (routes,
+addresses, neighbours/FDB, routes, DHCP) → per namespace removals (routes,
 FDB, neighbours, addresses, then links) → delete namespaces. Creation comes
 before use and deletion after last use, and when desired equals actual the
 result is empty: that is what makes an agent restart hitless.
@@ -23,9 +23,7 @@ from spanwire.agent.plan.ops import (
     CreateNetns,
     DeleteLink,
     DeleteNetns,
-    MoveTap,
     Op,
-    ReplaceRoute,
     SetLink,
     StopDhcp,
 )
@@ -53,21 +51,14 @@ def plan_namespace(node_ns: str, d: RoutingNs, a: RoutingNs, loose: frozenset[st
     global_sysctls = [op for op in ns_sysctls if op not in per_link]
     filtering = security.plan(d, a)
     seals = [op for op in filtering if op.change == RulesetChange.SEAL]
-    # A plugged tap comes up after its addresses and neighbours (the kernel takes both
-    # on a link that is down) and before its routes (it refuses those): the filtering
-    # transaction may still be running while the former are written (see `apply`).
-    plugged = {op.name for op in early if isinstance(op, MoveTap)}
-    ups = [op for op in early if isinstance(op, SetLink) and op.name in plugged]
-    routes = [op for op in writes if isinstance(op, ReplaceRoute)]
     return [
         *global_sysctls,
-        # Filtering goes in before any tap is up: a new port is never unfiltered.
+        # Filtering goes in before any tap is up: a new port is never unfiltered (the
+        # transaction may still run while a tap move finishes, see `apply`).
         *(op for op in filtering if op.change != RulesetChange.SEAL),
-        *(op for op in early if op not in ups),
+        *early,
         *per_link,
-        *(op for op in writes if not isinstance(op, ReplaceRoute)),
-        *ups,
-        *routes,
+        *writes,
         *nat.plan(d, a),
         *dhcp.plan(d, a),
         *removes,
