@@ -135,8 +135,8 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     try:
         for op in ops:
             if filtering is not None and not isinstance(op, _ALONGSIDE_FILTERING):
-                _finish_filtering(kernel, *filtering)
-                filtering = None
+                running, filtering = filtering, None
+                _finish_filtering(kernel, *running)
             if plugger is not None and isinstance(op, o.ApplyRuleset) and \
                     op.change in _WRITES_FILTERING:
                 filtering = (op, plugger.filter(op))
@@ -159,8 +159,8 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
             done += 1
         _flush(kernel, pending_sysctls)
         if filtering is not None:
-            _finish_filtering(kernel, *filtering)
-            filtering = None
+            running, filtering = filtering, None
+            _finish_filtering(kernel, *running)
     finally:
         if filtering is not None:  # a failure stopped the pass: its transaction ends first
             try:
