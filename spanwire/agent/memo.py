@@ -53,17 +53,6 @@ class IdentityMemo(Generic[V]):
         self._entries[key] = (obj, context, value)
         return value
 
-    def peek(self, key: Hashable, obj: object) -> V | None:
-        """What was remembered for this very object (in any context), else None."""
-        hit = self._entries.get(key)
-        return hit[2] if hit is not None and hit[0] is obj else None
-
-    def put(self, key: Hashable, obj: object, value: V) -> V:
-        if len(self._entries) >= self.capacity:
-            self._entries.clear()
-        self._entries[key] = (obj, None, value)
-        return value
-
     def clear(self) -> None:
         self._entries.clear()
 

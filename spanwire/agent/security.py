@@ -47,7 +47,7 @@ class Membership(Mapping[str, tuple[str, ...]]):
     """
 
     def __init__(self, ports: Iterable[Port] = ()) -> None:
-        self._of_port: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._of_port: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
         self._by_group: dict[str, dict[str, tuple[str, ...]]] = {}
         self._sorted: dict[str, tuple[str, ...]] = {}
         for port in ports:
@@ -55,9 +55,8 @@ class Membership(Mapping[str, tuple[str, ...]]):
 
     def update(self, port_id: str, port: Port | None) -> None:
         """Port `port_id` is now `port` (None: deleted)."""
-        now = (tuple(sorted(set(port.security_groups))), tuple(addresses(port))) \
-            if port is not None else ((), ())
-        before = self._of_port.get(port_id, ((), ()))
+        now = _membership(port)
+        before = self._of_port.get(port_id, _membership(None))
         if now == before:
             return
         for group in before[0]:

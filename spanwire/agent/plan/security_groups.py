@@ -170,7 +170,11 @@ def _stable_names(ids: Iterable[str], width: int = 12) -> dict[str, str]:
     A name depends on no other id unless two collide (then only theirs change),
     which keeps other objects' chains untouched when one is added or removed.
     """
-    prefixes = {i: _compact(i)[:width] for i in set(ids)}
+    return _named({i: _compact(i)[:width] for i in set(ids)})
+
+
+def _named(prefixes: dict[str, str]) -> dict[str, str]:
+    """id → its prefix, with a hash of the id appended where prefixes collide."""
     counts = collections.Counter(prefixes.values())
     if len(counts) == len(prefixes):
         return prefixes  # no collision: the common case, no per-id work left
@@ -457,19 +461,11 @@ def _secured(ports_here: Iterable[Port]) -> dict[str, _PortView]:
     ports: dict[str, _PortView] = {}
     taps: set[str] = set()
     for port in sorted(ports_here, key=operator.attrgetter("id")):
-        view = _VIEWS.peek(port.id, port) or _VIEWS.put(port.id, port, _PortView(port))
+        view = _VIEWS.get(port.id, port, None, _PortView, port)
         if view.secured and view.tap not in taps:
             ports[port.id] = view  # a repeated tap name could not exist in the kernel anyway
             taps.add(view.tap)
     return ports
-
-
-def _port_names(ports: Mapping[str, _PortView]) -> dict[str, str]:
-    """`_stable_names` of the ports, from their remembered prefixes."""
-    names = {pid: view.prefix for pid, view in ports.items()}
-    if len(set(names.values())) == len(names):
-        return names
-    return _stable_names(names)
 
 
 def compile_ruleset(
@@ -484,10 +480,9 @@ def compile_ruleset(
     rule of their groups (others are ignored), or the rules by group id;
     `group_members`: security group id → addresses of every port in the cloud
     that is in that group (fixed IPs and allowed-address-pair prefixes), used
-    for remote-group rules. Cost: a
-    few dictionary lookups per port (its fragment is remembered against the
-    port object, see `agent.memo`); commands are compiled only for fragments
-    not seen before.
+    for remote-group rules. Cost: a few dictionary lookups per port (its
+    fragment is remembered against the port object, see `agent.memo`);
+    commands are compiled only for fragments not seen before.
     """
     ports = _secured(ports_here)
     groups_here = {g for view in ports.values() for g in view.group_set}
@@ -515,7 +510,7 @@ def compile_ruleset(
             gchain[(group_set, direction)] = name if allows else None
             if allows:
                 frags.append(frag)
-    pnames = _port_names(ports)
+    pnames = _named({pid: view.prefix for pid, view in ports.items()})  # `_stable_names`
     fingerprint = _fingerprint()
     chains = {group_set: (gchain[(group_set, "egress")], gchain[(group_set, "ingress")])
               for group_set, _ in gchain}
