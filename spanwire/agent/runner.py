@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from spanwire import __version__
-from spanwire.agent import actual, desired, effects, naming, north_south, routers
+from spanwire.agent import actual, desired, effects, naming, north_south, resync, routers
 from spanwire.agent.apply import Plugger, apply
 from spanwire.agent.cache import ModelCache
 from spanwire.agent.plan import plan
@@ -144,22 +144,29 @@ class Agent:
         self.plugger.warm(node.netns)
         self._ensure_lease(store)
         self.cache.start_watches(store)
-        last_full = time.monotonic()
+        last_full = last_event = time.monotonic()
         try:
             self._stop = stop
             while not stop.is_set():
-                timeout = max(0.05, self.resync_interval - (time.monotonic() - last_full))
-                changed = self._drain(1.0 if self.dirty else timeout)
-                due = time.monotonic() - last_full >= self.resync_interval
-                if self.dirty or due or changed is None:
-                    self.reconcile()  # everything: periodic resync, retry, node change
+                wait = resync.full_pass_wait(time.monotonic(), last_full, last_event,
+                                             self.resync_interval)
+                changed = self._drain(1.0 if self.dirty else max(0.05, wait))
+                if changed is None or changed or self._later:
+                    last_event = time.monotonic()
+                if self.dirty or changed is None:
+                    self.reconcile()  # everything: retry, node change, stale tracking
                     last_full = time.monotonic()
                 elif changed or self._later:
+                    # Events first: a due periodic pass waits for a quiet spell (`resync`).
                     later, self._later = self._later, set()
                     if changed:
                         self.reconcile(changed)
                     if later:
                         self.reconcile(later)
+                elif resync.full_pass_wait(time.monotonic(), last_full, last_event,
+                                           self.resync_interval) <= 0:
+                    self.reconcile()  # the periodic resync: finds what changed behind our back
+                    last_full = time.monotonic()
                 self._ensure_lease(store)
         finally:
             self.cache.stop_watches()
