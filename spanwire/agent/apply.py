@@ -125,8 +125,9 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     With a `plugger`, taps bound for namespaces that already exist start moving
     at once (see `Plugger`); each MoveTap op then waits for its own move. And a
     filtering transaction runs in the plugger's filter thread while the ops
-    that cannot let traffic through (`_ALONGSIDE_FILTERING`) go on; the first
-    other op waits for it.
+    that cannot let traffic through (`_ALONGSIDE_FILTERING`; more for a
+    membership-only change, `_ALONGSIDE_MEMBERSHIP`) go on; the first other
+    op waits for it.
     """
     early = _start_moves(ops, plugger) if plugger is not None else {}
     pending_sysctls: dict[str, dict[str, str]] = {}
@@ -134,7 +135,7 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     done = 0
     try:
         for op in ops:
-            if filtering is not None and not isinstance(op, _ALONGSIDE_FILTERING):
+            if filtering is not None and not _may_overlap(filtering[0], op):
                 running, filtering = filtering, None
                 _finish_filtering(kernel, *running)
             if plugger is not None and isinstance(op, o.ApplyRuleset) and \
@@ -178,7 +179,22 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
 # What may run while a namespace's filtering transaction is in flight: nothing that
 # lets traffic through (a tap stays down until it is done; routes need it up).
 _ALONGSIDE_FILTERING = (o.SetSysctl, o.AddAddr, o.ReplaceNeigh, o.ReplaceFdb, o.MoveTap)
+# A membership-only change (remote-group set elements, RulesetChange.SETS) gates
+# less: a route, a removed entry or a DHCP reload never depends on who is in a
+# group, and no tap comes up in such a pass (a new secured port adds chains, an
+# INCREMENTAL change). On a peer node, the new port's route is what its first
+# packet waits for; it need not wait for the set too. Links (SetLink, legs,
+# namespaces) and every other ruleset op still wait.
+_ALONGSIDE_MEMBERSHIP = (*_ALONGSIDE_FILTERING, o.ReplaceRoute, o.DelRoute, o.DelNeigh,
+                         o.DelFdb, o.DelAddr, o.ReloadDhcp)
 _WRITES_FILTERING = (RulesetChange.INCREMENTAL, RulesetChange.SETS, RulesetChange.REPLACE)
+
+
+def _may_overlap(running: o.ApplyRuleset, op: o.Op) -> bool:
+    """Whether `op` may run while `running`'s transaction is in flight."""
+    alongside = _ALONGSIDE_MEMBERSHIP if running.change == RulesetChange.SETS \
+        else _ALONGSIDE_FILTERING
+    return isinstance(op, alongside)
 
 
 def _finish_filtering(kernel: Kernel, op: o.ApplyRuleset, running: Future[float]) -> None:

@@ -1,5 +1,6 @@
 """`apply` runs a filtering transaction in the plugger's thread alongside what cannot let
-traffic through, and nothing else: pure (nft is replaced by a recorder, no root)."""
+traffic through (a membership-only change also alongside routes), and nothing else: pure
+(nft is replaced by a recorder, no root)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from spanwire.agent import apply as apply_mod
 from spanwire.agent.plan import ops as o
 from spanwire.agent.plan.nft_table import RulesetChange
-from spanwire.agent.state import Addr
+from spanwire.agent.state import Addr, Route
 from spanwire.dataplane.kernel import Kernel
 
 
@@ -39,17 +40,24 @@ class Recorder:
         with self.lock:
             self.events.append(f"up {name}")
 
+    def route(self, ns: str, verb: str, dst: str, dev: str, via: str | None = None) -> None:
+        with self.lock:
+            self.events.append(f"route {dst}")
 
-def _run(monkeypatch: pytest.MonkeyPatch, rec: Recorder) -> None:
+
+PORT_UP = [o.ApplyRuleset("ns", RulesetChange.INCREMENTAL, "port"),
+           o.AddAddr("ns", Addr(dev="tapx", cidr="10.0.0.1/24")),
+           o.SetLink("ns", "tapx", up=True),
+           o.ApplyRuleset("ns", RulesetChange.SEAL, "seal")]
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, rec: Recorder, ops: list[o.Op] = PORT_UP) -> None:
     monkeypatch.setattr(apply_mod.nft, "apply", rec.nft)
     kernel = Kernel()
     monkeypatch.setattr(kernel, "addr", rec.addr)
     monkeypatch.setattr(kernel, "set_link", rec.set_link)
+    monkeypatch.setattr(kernel, "route", rec.route)
     plugger = apply_mod.Plugger()
-    ops = [o.ApplyRuleset("ns", RulesetChange.INCREMENTAL, "port"),
-           o.AddAddr("ns", Addr(dev="tapx", cidr="10.0.0.1/24")),
-           o.SetLink("ns", "tapx", up=True),
-           o.ApplyRuleset("ns", RulesetChange.SEAL, "seal")]
     try:
         apply_mod.apply(kernel, "/nonexistent", ops, plugger)
     finally:
@@ -74,3 +82,18 @@ def test_a_failed_filtering_transaction_stops_the_pass_before_the_tap_comes_up(
     with pytest.raises(RuntimeError, match="nft refused"):
         _run(monkeypatch, rec)
     assert "up tapx" not in rec.events and "start seal" not in rec.events
+
+
+def test_a_membership_update_does_not_hold_back_a_route_but_a_port_change_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a peer node a new port is a set element and a route: the route, which its
+    first packet needs, is written while the set update runs."""
+    route = o.ReplaceRoute("ns", Route(dst="10.0.0.9/32", dev="vx7", via="10.255.0.1"))
+    for change, overlaps in ((RulesetChange.SETS, True), (RulesetChange.INCREMENTAL, False)):
+        rec = Recorder()
+        _run(monkeypatch, rec, [o.ApplyRuleset("ns", change, "members"), route,
+                                o.ApplyRuleset("ns", RulesetChange.SEAL, "seal")])
+        events = rec.events
+        assert (events.index("route 10.0.0.9/32") < events.index("end members")) is overlaps
+        assert events.index("end members") < events.index("start seal"), \
+            "a ruleset op never overlaps another"
