@@ -369,8 +369,8 @@ def warm_restart(bed: Testbed, node: str, runs: int = 3) -> dict[str, Any]:
     _settle(bed, node)
     totals, passes, writes = [], [], []
     for _ in range(runs):
-        before = len(bed.reconciles(node))
         bed.stop_agent(node)
+        before = len(bed.reconciles(node))  # once it has exited: its last pass is logged
         t0 = time.monotonic()
         bed.start_agent(node)
         counts = bed.wait_reconciles(node, before + 1, timeout=120)

@@ -179,6 +179,17 @@ class Testbed:
         self.stop_agent(node)
         return self.start_agent(node)
 
+    def restart_agent_first_pass(self, node: str, timeout: float = 30.0) -> int:
+        """Restart the node's agent and return the op count of the new agent's first pass.
+
+        Passes are counted once the old agent has exited: a pass it was still
+        finishing when asked to stop is never taken for the new agent's.
+        """
+        self.stop_agent(node)
+        before = len(self.reconciles(node))
+        self.start_agent(node)
+        return self.wait_reconciles(node, before + 1, timeout)[before]
+
     def agent_log(self, node: str) -> str:
         return os.path.join(self.state.state_dir, "logs", f"agent-{node}.log")
 
