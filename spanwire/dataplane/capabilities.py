@@ -2,7 +2,12 @@
 
 The design depends only on netns, veth, VXLAN, proxy ARP and nftables;
 macvlan is needed for north-south (routers' provider legs) only; the rest is
-reported so an operator sees at a glance what the node lacks.
+reported so an operator sees at a glance what the node lacks. Two of those
+bound the overlay's throughput on a CPU-bound node (bench/results/dataplane.md):
+`nft_flowtable` (nf_flow_table: established flows past the forward path) and
+`big_tcp_vxlan` (GSO packets over 64 KB through a VXLAN device, which needs a
+kernel with BIG TCP for UDP tunnels); spanwire uses neither yet, and says
+whether a kernel could.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ NFT_PROBE = """table inet swprobe {
   chain pnat { type nat hook postrouting priority 100; masquerade; }
 }
 """
+FLOWTABLE_PROBE = """table inet swprobeft {
+  flowtable ft { hook ingress priority 0; devices = { %s }; }
+}
+"""
+LEGACY_GSO_MAX = 65536
 
 
 class MissingCapability(Unavailable):
@@ -53,14 +63,18 @@ def probe(scratch_ns: str) -> dict[str, bool]:
         return {"netns": False}
     try:
         ipr = kernel.ipr(scratch_ns)
-        for index, (name, spec) in enumerate(LINK_KINDS.items()):
+        for name, spec in LINK_KINDS.items():
             try:
-                ipr.link("add", ifname=f"probe{index}", **spec)
+                ipr.link("add", ifname=_probe_link(name), **spec)
                 caps[name] = True
             except Exception:  # noqa: BLE001 - any failure means "not available"
                 caps[name] = False
         caps["macvlan"] = _macvlan(ipr, caps)
-        caps["nftables_inet"] = _nft(scratch_ns)
+        caps["nftables_inet"] = _nft(scratch_ns, NFT_PROBE)
+        caps["nft_flowtable"] = caps["veth"] and _nft(
+            scratch_ns, FLOWTABLE_PROBE % _probe_link("veth"))
+        caps["big_tcp_vxlan"] = caps["vxlan"] and \
+            _tso_max(ipr, _probe_link("vxlan")) > LEGACY_GSO_MAX
     finally:
         kernel.close()
         with contextlib.suppress(SpanwireError, OSError):
@@ -68,12 +82,17 @@ def probe(scratch_ns: str) -> dict[str, bool]:
     return caps
 
 
+def _probe_link(kind: str) -> str:
+    """The name of the probe's link of `kind` (one of LINK_KINDS)."""
+    return f"probe{list(LINK_KINDS).index(kind)}"
+
+
 def _macvlan(ipr: object, caps: dict[str, bool]) -> bool:
     """Routers' provider legs (north-south) are macvlans of the node's provider interface."""
     if not caps.get("veth"):
         return False
     try:
-        parent = ipr.link_lookup(ifname="probe0")[0]  # type: ignore[attr-defined]
+        parent = ipr.link_lookup(ifname=_probe_link("veth"))[0]  # type: ignore[attr-defined]
         ipr.link("add", ifname="probemv", kind="macvlan", link=parent,  # type: ignore[attr-defined]
                  macvlan_mode="bridge")
         return True
@@ -81,13 +100,27 @@ def _macvlan(ipr: object, caps: dict[str, bool]) -> bool:
         return False
 
 
-def _nft(ns: str) -> bool:
+def _nft(ns: str, document: str) -> bool:
     nft = shutil.which("nft")
     if nft is None:
         return False
-    proc = subprocess.run(["ip", "netns", "exec", ns, nft, "-f", "-"], input=NFT_PROBE,
+    proc = subprocess.run(["ip", "netns", "exec", ns, nft, "-f", "-"], input=document,
                           capture_output=True, text=True, timeout=10)
     return proc.returncode == 0
+
+
+def _tso_max(ipr: object, name: str) -> int:
+    """The largest GSO packet `name` takes (IFLA_TSO_MAX_SIZE; 0 if the kernel does not say).
+
+    A VXLAN device with no lower device reports more than 64 KB only on
+    kernels that carry BIG TCP through UDP tunnels (older ones would write a
+    wrong UDP length into such packets).
+    """
+    try:
+        link = ipr.link("get", ifname=name)[0]  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return 0
+    return int(link.get("IFLA_TSO_MAX_SIZE") or 0)
 
 
 def boot_id() -> str:

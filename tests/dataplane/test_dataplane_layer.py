@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import queue
 import secrets
@@ -15,7 +16,7 @@ from spanwire.agent import actual, security
 from spanwire.agent.apply import apply
 from spanwire.agent.plan import security as plan_security
 from spanwire.agent.state import RoutingNs
-from spanwire.dataplane import monitor, netns, nft, reader, sysctl
+from spanwire.dataplane import capabilities, monitor, netns, nft, reader, sysctl
 from spanwire.dataplane.kernel import Kernel
 from spanwire.errors import InvalidInput
 from spanwire.model import AddressPair, FixedIP, Network, Port, SecurityGroupRule
@@ -61,6 +62,32 @@ def test_sockets_and_threads_land_in_the_named_namespace(scratch_ns: str) -> Non
         assert [link.name for link in reader.links(scratch_ns)] == ["lo"]
         sysctl.write(scratch_ns, {"net/ipv4/ip_forward": "1"})
         assert sysctl.read(scratch_ns, ["net/ipv4/ip_forward"]) == {"net/ipv4/ip_forward": "1"}
+    finally:
+        kernel.close()
+
+
+@pytest.mark.root
+def test_capability_probe_reports_the_throughput_levers_and_leaves_nothing(
+        scratch_ns: str) -> None:
+    """nf_flow_table and BIG TCP through VXLAN are reported (the agent logs what is
+    missing); the flowtable answer agrees with the kernel's build configuration."""
+    probe_ns = f"{scratch_ns}-cap"
+    caps = capabilities.probe(probe_ns)
+    assert not netns.exists(probe_ns)
+    assert all(caps[name] for name in capabilities.REQUIRED)
+    assert isinstance(caps["nft_flowtable"], bool) and isinstance(caps["big_tcp_vxlan"], bool)
+    if os.path.exists("/proc/config.gz"):
+        with gzip.open("/proc/config.gz", "rt") as handle:
+            config = handle.read().splitlines()
+        built = {"CONFIG_NF_FLOW_TABLE=y", "CONFIG_NF_FLOW_TABLE=m"} & set(config)
+        assert caps["nft_flowtable"] == bool(built)
+    # What big_tcp_vxlan reads: the GSO limit a device reports (a veth's is 512 KB).
+    kernel = Kernel()
+    try:
+        ipr = kernel.ipr(scratch_ns)
+        ipr.link("add", ifname="v0", kind="veth", peer={"ifname": "v1"})
+        assert capabilities._tso_max(ipr, "v0") > capabilities.LEGACY_GSO_MAX
+        assert capabilities._tso_max(ipr, "absent") == 0
     finally:
         kernel.close()
 
