@@ -93,7 +93,7 @@ from rich.table import Table
 
 from spanwire.agent import naming
 from spanwire.dataplane import netns, process, rps, sysctl
-from spanwire.qualify import cloud, underlay, vm
+from spanwire.qualify import cloud, steal, underlay, vm
 from spanwire.qualify.tenant import TenantAPI
 from spanwire.qualify.testbed import Testbed
 
@@ -222,10 +222,10 @@ def measure(bed: Testbed, routes: dict[str, Path], samples: int, seconds: int
                 cpus = PINS if mode == "per_node" and CPUS >= 2 else None
                 for name in names[i % len(names):] + names[:i % len(names)]:
                     server, client, bind_ip, dst_ip = routes[name]
-                    before = machine.stolen_cpu_seconds()
+                    before = steal.stolen_cpu_seconds()
                     gbps[mode][name].append(iperf(server, client, bind_ip, seconds, dst_ip,
                                                   cpus))
-                    stolen[mode][name].append(round(machine.stolen_cpu_seconds() - before, 2))
+                    stolen[mode][name].append(round(steal.stolen_cpu_seconds() - before, 2))
     finally:
         _steer(bed, True)  # the testbed as built
     return gbps, stolen

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spanwire.dataplane.versions import probe_tool_versions
+from spanwire.qualify import steal
 
 
 def _first(path: str, prefix: str) -> str:
@@ -44,30 +45,15 @@ def write(path: str, results: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
-def stolen_cpu_seconds() -> float:
-    """CPU time the hypervisor has taken from this machine since boot, over all CPUs.
-
-    On a shared virtual machine this is the largest source of noise: a sample
-    during which another guest ran is slower for reasons that have nothing to do
-    with the path measured (the `steal` column of /proc/stat).
-    """
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-
-
-# A sample is quiet when the hypervisor took less than this share of the CPU time it spanned.
-QUIET_STEAL = 0.05
-
-
 def quiet_ratio(path: list[float], ref: list[float], path_stolen: list[float],
                 ref_stolen: list[float], seconds: float) -> dict[str, Any]:
-    """Median of `path` over median of `ref`, from quiet samples only (see QUIET_STEAL).
+    """Median of `path` over median of `ref`, from quiet samples only: those from which
+    the hypervisor took less than `steal.NOISY_SHARE` of their CPU time.
 
     The same rounds' samples, filtered the same way, so drift still hits both;
     None when either side has fewer than three quiet samples.
     """
-    limit = QUIET_STEAL * seconds * (os.cpu_count() or 1)
+    limit = steal.NOISY_SHARE * seconds * (os.cpu_count() or 1)
     p = [g for g, s in zip(path, path_stolen, strict=True) if s < limit]
     r = [g for g, s in zip(ref, ref_stolen, strict=True) if s < limit]
     ratio = statistics.median(p) / statistics.median(r) if len(p) >= 3 and len(r) >= 3 else None

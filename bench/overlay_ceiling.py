@@ -70,7 +70,7 @@ from rich.table import Table
 
 from spanwire.dataplane import netns, process, rps
 from spanwire.dataplane.kernel import Kernel
-from spanwire.qualify import underlay
+from spanwire.qualify import steal, underlay
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFIX = f"oc{os.getpid() % 100000}"
@@ -245,14 +245,14 @@ def iperf(server_ns: str, client_ns: str, addr: str, seconds: int) -> float:
 
 def sample(variant: str, obj: str | None, seconds: int) -> tuple[float, float]:
     """Gbit/s of one stream over `variant`, and the CPU seconds stolen meanwhile."""
-    stolen = machine.stolen_cpu_seconds()
+    stolen = steal.stolen_cpu_seconds()
     if variant == "underlay":
         gbps = iperf(ns("n2"), ns("n1"), UL.format(2), seconds)
     else:
         set_variant(variant, obj)
         client = ns("va") if variant.startswith("routed") else ns("v1")
         gbps = iperf(ns("v2"), client, VM_B.format(12), seconds)
-    return gbps, round(machine.stolen_cpu_seconds() - stolen, 2)
+    return gbps, round(steal.stolen_cpu_seconds() - stolen, 2)
 
 
 FASTPATH_COUNTERS = ("fast_from_vxlan", "fast_from_tap", "slow_other", "slow_tcp_flags",

@@ -2,7 +2,10 @@
 
 Samples of every class are taken in rounds (underlay, class 1, class 2, ...),
 so slow drift of the machine affects all classes alike and the ratios stay
-meaningful on a noisy 2-core box.
+meaningful on a noisy 2-core box. What drift cannot explain is a hypervisor
+taking CPU from the machine during some samples only: each sample records the
+share of its CPU time that was stolen (`steal`), and the report says when a
+run was noisy.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from spanwire.dataplane import process
 from spanwire.errors import Unavailable
+from spanwire.qualify import steal
 from spanwire.qualify.verdict import Verdict, bootstrap_median_ratio, compare
 
 IPERF_PORT = 5201
@@ -34,6 +39,7 @@ class Endpoint:
 class ClassResult:
     samples_gbps: list[float] = field(default_factory=list)
     verdict: Verdict | None = None
+    steal_shares: list[float] = field(default_factory=list)
 
     def summary(self, underlay: list[float]) -> dict[str, Any]:
         low, high = bootstrap_median_ratio(self.samples_gbps, underlay)
@@ -44,7 +50,17 @@ class ClassResult:
             "ci_low": low,
             "ci_high": high,
             "verdict": None if self.verdict is None else self.verdict.to_json(),
+            "steal_shares": self.steal_shares,
         }
+
+
+@dataclass
+class Measured:
+    """Gbit/s of every sample by class, and the share of each sample's CPU time that the
+    hypervisor took (see `steal`)."""
+
+    gbps: dict[str, list[float]]
+    steal_shares: dict[str, list[float]]
 
 
 def iperf_once(ep: Endpoint, seconds: float) -> float:
@@ -75,7 +91,7 @@ def measure(
     rounds: int,
     seconds: float,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, list[float]]:
+) -> Measured:
     """`rounds` interleaved samples of every class (one of which should be the underlay)."""
     servers: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -83,10 +99,13 @@ def measure(
             if ep.server_ns not in servers:
                 servers[ep.server_ns] = process.spawn(
                     ep.server_ns, ["iperf3", "-s", "-p", str(IPERF_PORT)])
-        results: dict[str, list[float]] = {name: [] for name in endpoints}
+        results = Measured({name: [] for name in endpoints}, {name: [] for name in endpoints})
         for _ in range(rounds):
             for name, ep in endpoints.items():
-                results[name].append(_retrying(ep, seconds))
+                started, stolen = time.monotonic(), steal.stolen_cpu_seconds()
+                results.gbps[name].append(_retrying(ep, seconds))
+                results.steal_shares[name].append(round(steal.share(
+                    steal.stolen_cpu_seconds() - stolen, time.monotonic() - started), 4))
                 if progress is not None:
                     progress(name)
         return results

@@ -10,11 +10,14 @@ import base64
 import html
 import io
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from spanwire.qualify import steal
 
 OK, BAD = "[green]✔[/]", "[bold red]✘[/]"
 
@@ -47,7 +50,8 @@ def render_console(doc: dict[str, Any], console: Console | None = None) -> None:
     bw = doc.get("bandwidth", {})
     if bw:
         table = Table(title="bandwidth (iperf3 TCP), ratio to the raw underlay in the same run")
-        for col in ("path class", "median Gbit/s", "ratio", "95% CI", "samples", "vs known-good"):
+        for col in ("path class", "median Gbit/s", "ratio", "95% CI", "samples", "CPU stolen",
+                    "vs known-good"):
             table.add_column(col)
         for cls, r in bw.get("classes", {}).items():
             verdict = r.get("verdict")
@@ -58,9 +62,13 @@ def render_console(doc: dict[str, Any], console: Console | None = None) -> None:
                 f"{r['ratio']:.3f}",
                 f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
                 str(len(r["samples_gbps"])),
+                _stolen(r),
                 vtext,
             )
         console.print(table)
+        noisy = _noisy(doc)
+        if noisy:
+            console.print(f"[yellow]{noisy}[/]")
 
     fo = doc.get("failover", [])
     if fo:
@@ -80,6 +88,21 @@ def render_console(doc: dict[str, Any], console: Console | None = None) -> None:
     )
     for failure in doc.get("failures", []):
         console.print(f"  {BAD} {failure}")
+
+
+def _stolen(row: dict[str, Any]) -> str:
+    """Median share of a class's sample CPU time the hypervisor took (older reports: —)."""
+    shares = row.get("steal_shares")
+    return f"{100 * statistics.median(shares):.0f}%" if shares else "—"
+
+
+def _noisy(doc: dict[str, Any]) -> str:
+    """A warning when the hypervisor took a noticeable share of the bandwidth samples' CPU."""
+    share = doc.get("bandwidth", {}).get("steal_share_median", 0.0)
+    if share <= steal.NOISY_SHARE:
+        return ""
+    return (f"the hypervisor took {100 * share:.0f}% of the CPU time of a typical bandwidth "
+            "sample: this run's ratios and verdicts are noisier than usual")
 
 
 def _plot_png(doc: dict[str, Any]) -> str | None:
@@ -123,10 +146,12 @@ def render_html(doc: dict[str, Any]) -> str:
     )
     bw_rows = "".join(
         f"<tr><td>{esc(c)}</td><td>{r['median_gbps']:.2f}</td><td>{r['ratio']:.3f}</td>"
-        f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td>"
+        f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{_stolen(r)}</td>"
         f"<td>{esc((r.get('verdict') or {}).get('outcome', '—'))}</td></tr>"
         for c, r in doc.get("bandwidth", {}).get("classes", {}).items()
     )
+    noisy = _noisy(doc)
+    bw_note = f"<p><b>{esc(noisy)}</b></p>" if noisy else ""
     fo_rows = "".join(
         f"<tr class={'ok' if r['ok'] else 'bad'}><td>{esc(r['fault'])}</td><td>{r['sent']}</td>"
         f"<td>{r['lost']}</td><td>{r['outage_ms']:.0f}</td></tr>"
@@ -148,8 +173,8 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 {doc.get('duration_s', 0):.0f} s.</p><ul>{failures}</ul>
 <h2>Connectivity</h2><table><tr><th>path class</th><th>probes</th><th>failures</th></tr>
 {rows}</table>
-<h2>Bandwidth</h2>{plot}<table><tr><th>path class</th><th>median Gbit/s</th><th>ratio</th>
-<th>95% CI</th><th>vs known-good</th></tr>{bw_rows}</table>
+<h2>Bandwidth</h2>{plot}{bw_note}<table><tr><th>path class</th><th>median Gbit/s</th>
+<th>ratio</th><th>95% CI</th><th>CPU stolen</th><th>vs known-good</th></tr>{bw_rows}</table>
 <h2>Failover</h2><table><tr><th>fault</th><th>sent</th><th>lost</th><th>outage ms</th></tr>
 {fo_rows}</table>
 <h2>Manifest</h2><pre>{esc(json.dumps(snap.get('manifest', {}), indent=2))}</pre>

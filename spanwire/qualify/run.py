@@ -163,18 +163,22 @@ def _bandwidth(bed: Testbed, topo: Topology, built: Built, opts: QualifyOptions,
                                              underlay.OUTSIDE_IP)
     task = progress.add_task("bandwidth (iperf3, interleaved)",
                              total=opts.rounds * len(endpoints))
-    samples = bandwidth.measure(endpoints, opts.rounds, opts.seconds,
-                                lambda _c: progress.advance(task))
+    measured = bandwidth.measure(endpoints, opts.rounds, opts.seconds,
+                                 lambda _c: progress.advance(task))
+    samples = measured.gbps
     underlay_samples = samples.pop(UNDERLAY)
     base = statistics.median(underlay_samples)
     classes = {}
     normalised = {}
     for cls, values in samples.items():
-        result = bandwidth.ClassResult(values)
+        result = bandwidth.ClassResult(values, steal_shares=measured.steal_shares[cls])
         normalised[cls] = [v / base for v in values]
         result.verdict = bandwidth.against_baseline(normalised[cls], ledger.baseline(cls))
         classes[cls] = result.summary(underlay_samples)
-    return {"underlay_gbps": underlay_samples, "classes": classes, "normalised": normalised}
+    shares = [x for values in measured.steal_shares.values() for x in values]
+    return {"underlay_gbps": underlay_samples, "classes": classes, "normalised": normalised,
+            "underlay_steal_shares": measured.steal_shares[UNDERLAY],
+            "steal_share_median": statistics.median(shares) if shares else 0.0}
 
 
 def _north_south_pairs(topo: Topology, fip_node: str) -> dict[str, str]:
