@@ -1,20 +1,27 @@
 """Watches and leases for the SQLite store.
 
 `PRAGMA data_version` changes whenever *another* connection (any thread, any
-process) commits. One `CommitSignal` per store polls it on its own connection
-every few milliseconds and wakes every watch of the process; each watch (a
-thread with its own connection) reads the log only when something happened.
-An agent has a watch per kind it caches: one poller instead of one per watch
-is what keeps an idle agent near 0 % CPU.
+process) commits. One `CommitSignal` per store checks it on its own connection
+and wakes every watch of the process; each watch (a thread with its own
+connection) reads the log only when something happened. The signal checks
+when the database or its write-ahead log is written (inotify on their
+directory: every commit writes the WAL), and every quarter second in case a
+write was missed; only where inotify is unavailable does it poll every few
+milliseconds. Polling at 2 ms cost every idle agent about 4% of a CPU, taken
+from the data plane it runs next to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
+
+from inotify_simple import INotify, flags
 
 from spanwire.errors import Compacted, Unavailable
 from spanwire.store.base import Event, EventType, Lease, QueuedWatch
@@ -24,9 +31,47 @@ from spanwire.store.sqlite_db import open_connection
 if TYPE_CHECKING:
     from spanwire.store.sqlite import SqliteStore
 
+log = logging.getLogger("spanwire.store.sqlite")
+
 BATCH = 1000
 # Even with no data_version change, re-read this often (guards against a missed signal).
 FORCE_READ_EVERY = 1.0
+# With inotify, check data_version at least this often (guards against a missed event).
+WRITE_WAIT = 0.25
+# After a write event, how long to keep checking at the polling pace for the commit to show.
+SETTLE = 0.05
+
+
+class DatabaseWrites:
+    """Blocks until the database file or its WAL is written (inotify on their directory).
+
+    The directory rather than the files: SQLite deletes and recreates the WAL.
+    Events for other files there are read and ignored.
+    """
+
+    def __init__(self, path: str) -> None:
+        path = os.path.abspath(path)
+        base = os.path.basename(path)
+        self._names = {base, base + "-wal"}
+        self._inotify = INotify()
+        try:
+            self._inotify.add_watch(os.path.dirname(path),
+                                    flags.MODIFY | flags.CREATE | flags.MOVED_TO)
+        except OSError:
+            self._inotify.close()
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        """True once the database was written (or events were lost), False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for event in self._inotify.read(timeout=max(1, round(left * 1000))):
+                if event.name in self._names or event.mask & flags.Q_OVERFLOW:
+                    return True
+        return False
+
+    def close(self) -> None:
+        self._inotify.close()
 
 
 class CommitSignal:
@@ -42,6 +87,7 @@ class CommitSignal:
         self._users = 0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.checks = 0  # data_version reads so far: an idle store makes a few a second
 
     def register(self) -> None:
         with self._cond:
@@ -69,30 +115,51 @@ class CommitSignal:
 
     def _run(self) -> None:
         conn = None
+        writes = self._database_writes()
         try:
             conn = open_connection(self._path, self._busy)
             last = None
+            settling = 0  # checks left at the polling pace since the last write event
             while True:
                 with self._cond:
                     if self._users <= 0:
                         self._thread = None
                         return
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
+                self.checks += 1
                 if version != last:
-                    last = version
+                    last, settling = version, 0
                     with self._cond:
                         self._generation += 1
                         self._cond.notify_all()
-                time.sleep(self._poll)
+                # A write after the check above is an event still to be read: none is lost.
+                # But a commit is visible only once the writer has also updated the WAL
+                # index, a shared memory map that inotify does not see, a moment after
+                # its last WAL write: after an event, keep checking for a little while.
+                if writes is None or settling > 0:
+                    settling -= 1
+                    time.sleep(self._poll)
+                elif writes.wait(WRITE_WAIT):
+                    settling = max(1, round(SETTLE / self._poll))
         except (sqlite3.Error, Unavailable) as exc:  # the watches report it to their users
             with self._cond:
                 self._error = exc
                 self._thread = None
                 self._cond.notify_all()
         finally:
+            if writes is not None:
+                writes.close()
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+
+    def _database_writes(self) -> DatabaseWrites | None:
+        try:
+            return DatabaseWrites(self._path)
+        except OSError as exc:
+            log.warning("event=inotify_unavailable path=%s error=%s (polling every %.0f ms)",
+                        self._path, exc, 1000 * self._poll)
+            return None
 
 
 class SqliteWatch(QueuedWatch):
