@@ -57,9 +57,9 @@ stolen while it ran, and each ratio is also given from quiet samples only
 (`quiet_ratio_of_medians`: samples that lost under 5% of their CPU time,
 filtered alike on both sides; see `machine.quiet_ratio`).
 
-The testbed's idle agents keep running, as in production; on the SQLite
-store each one polls its watches (about 15% of a core each while idle), which
-the underlay samples pay as much as the others. Load averages: the one at
+The testbed's idle agents keep running, as in production (about 0.5% of a
+core each since the SQLite store waits for writes instead of polling; 4 to
+15% before 2026-12-03), which the underlay samples pay as much as the others. Load averages: the one at
 the start tells how busy the machine was; the later ones include the bench's
 own iperf3 (about 2).
 
