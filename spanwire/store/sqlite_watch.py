@@ -136,7 +136,9 @@ class CommitSignal:
                 # But a commit is visible only once the writer has also updated the WAL
                 # index, a shared memory map that inotify does not see, a moment after
                 # its last WAL write: after an event, keep checking for a little while.
-                if writes is None or settling > 0:
+                if writes is None:
+                    time.sleep(self._poll)
+                elif settling > 0:
                     settling -= 1
                     time.sleep(self._poll)
                 elif writes.wait(WRITE_WAIT):
