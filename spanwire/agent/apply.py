@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from spanwire.agent.plan import ops as o
-from spanwire.agent.plan.nft_table import RulesetChange
+from spanwire.agent.plan.nft_table import RulesetChange, grants_only
 from spanwire.dataplane import dnsmasq, garp, netns, nft, sysctl
 from spanwire.dataplane.kernel import Kernel
 
@@ -126,8 +126,8 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
     at once (see `Plugger`); each MoveTap op then waits for its own move. And a
     filtering transaction runs in the plugger's filter thread while the ops
     that cannot let traffic through (`_ALONGSIDE_FILTERING`; more for a
-    membership-only change, `_ALONGSIDE_MEMBERSHIP`) go on; the first other
-    op waits for it.
+    change that only adds members, `_ALONGSIDE_NEW_MEMBERS`) go on; the first
+    other op waits for it.
     """
     early = _start_moves(ops, plugger) if plugger is not None else {}
     pending_sysctls: dict[str, dict[str, str]] = {}
@@ -179,22 +179,23 @@ def apply(kernel: Kernel, run_dir: str, ops: Sequence[o.Op], plugger: Plugger | 
 # What may run while a namespace's filtering transaction is in flight: nothing that
 # lets traffic through (a tap stays down until it is done; routes need it up).
 _ALONGSIDE_FILTERING = (o.SetSysctl, o.AddAddr, o.ReplaceNeigh, o.ReplaceFdb, o.MoveTap)
-# A membership-only change (remote-group set elements, RulesetChange.SETS) gates
-# less: a route, a removed entry or a DHCP reload never depends on who is in a
-# group, and no tap comes up in such a pass (a new secured port adds chains, an
-# INCREMENTAL change). On a peer node, the new port's route is what its first
-# packet waits for; it need not wait for the set too. Links (SetLink, legs,
-# namespaces) and every other ruleset op still wait.
-_ALONGSIDE_MEMBERSHIP = (*_ALONGSIDE_FILTERING, o.ReplaceRoute, o.DelRoute, o.DelNeigh,
-                         o.DelFdb, o.DelAddr, o.ReloadDhcp)
+# A change that only adds remote-group members (RulesetChange.SETS, nothing deleted)
+# gates less: while it runs, every member it adds is still denied, so a route, a
+# removed entry or a DHCP reload written meanwhile cannot let through anything the
+# end state forbids; and no tap comes up in such a pass (a new secured port adds
+# chains, an INCREMENTAL change). On a peer node, the new port's route is what its
+# first packet waits for; it need not wait for the set too. A change that removes a
+# member still holds everything back (a route must not meet a member being
+# revoked), and links (SetLink, legs, namespaces) and every other ruleset op wait.
+_ALONGSIDE_NEW_MEMBERS = (*_ALONGSIDE_FILTERING, o.ReplaceRoute, o.DelRoute, o.DelNeigh,
+                          o.DelFdb, o.DelAddr, o.ReloadDhcp)
 _WRITES_FILTERING = (RulesetChange.INCREMENTAL, RulesetChange.SETS, RulesetChange.REPLACE)
 
 
 def _may_overlap(running: o.ApplyRuleset, op: o.Op) -> bool:
     """Whether `op` may run while `running`'s transaction is in flight."""
-    alongside = _ALONGSIDE_MEMBERSHIP if running.change == RulesetChange.SETS \
-        else _ALONGSIDE_FILTERING
-    return isinstance(op, alongside)
+    new_members = running.change == RulesetChange.SETS and grants_only(running.payload)
+    return isinstance(op, _ALONGSIDE_NEW_MEMBERS if new_members else _ALONGSIDE_FILTERING)
 
 
 def _finish_filtering(kernel: Kernel, op: o.ApplyRuleset, running: Future[float]) -> None:

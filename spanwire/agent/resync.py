@@ -27,3 +27,9 @@ def full_pass_wait(now: float, last_full: float, last_event: float, interval: fl
     latest = last_full + 2 * interval
     start = min(max(due, last_event + quiet), latest)
     return max(0.0, start - now)
+
+
+def overdue(now: float, last_full: float, interval: float) -> bool:
+    """Put off for as long as it may be: the full pass runs now, events or not (a steady
+    stream of them would otherwise put it off for ever)."""
+    return now - last_full >= 2 * interval

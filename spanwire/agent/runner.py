@@ -151,11 +151,13 @@ class Agent:
                 wait = resync.full_pass_wait(time.monotonic(), last_full, last_event,
                                              self.resync_interval)
                 changed = self._drain(1.0 if self.dirty else max(0.05, wait))
-                if changed is None or changed or self._later:
-                    last_event = time.monotonic()
-                if self.dirty or changed is None:
-                    self.reconcile()  # everything: retry, node change, stale tracking
-                    last_full = time.monotonic()
+                overdue = resync.overdue(time.monotonic(), last_full, self.resync_interval)
+                if self.dirty or changed is None or overdue:
+                    # Everything: retry, node change, stale tracking, or a periodic pass
+                    # that events have put off for a second interval (it covers them too).
+                    self._later = set()
+                    self.reconcile()
+                    last_full = last_event = time.monotonic()
                 elif changed or self._later:
                     # Events first: a due periodic pass waits for a quiet spell (`resync`).
                     later, self._later = self._later, set()
@@ -163,6 +165,7 @@ class Agent:
                         self.reconcile(changed)
                     if later:
                         self.reconcile(later)
+                    last_event = time.monotonic()  # the quiet spell starts when they are done
                 elif resync.full_pass_wait(time.monotonic(), last_full, last_event,
                                            self.resync_interval) <= 0:
                     self.reconcile()  # the periodic resync: finds what changed behind our back

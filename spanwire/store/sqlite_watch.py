@@ -38,8 +38,11 @@ BATCH = 1000
 FORCE_READ_EVERY = 1.0
 # With inotify, check data_version at least this often (guards against a missed event).
 WRITE_WAIT = 0.25
-# After a write event, how long to keep checking at the polling pace for the commit to show.
-SETTLE = 0.05
+# After a write event, how long at most to keep checking at the polling pace for the commit
+# to show (it does once the writer has synced the WAL and updated its index; the check
+# stops at the first new data_version, so this bound only matters for writes that commit
+# nothing new to us, like a checkpoint).
+SETTLE = 1.0
 
 
 class DatabaseWrites:
@@ -141,8 +144,15 @@ class CommitSignal:
                 elif settling > 0:
                     settling -= 1
                     time.sleep(self._poll)
-                elif writes.wait(WRITE_WAIT):
-                    settling = max(1, round(SETTLE / self._poll))
+                else:
+                    try:
+                        if writes.wait(WRITE_WAIT):
+                            settling = max(1, round(SETTLE / self._poll))
+                    except OSError as exc:  # inotify failed under us: poll from now on
+                        log.warning("event=inotify_failed path=%s error=%s (polling every "
+                                    "%.0f ms)", self._path, exc, 1000 * self._poll)
+                        writes.close()
+                        writes = None
         except (sqlite3.Error, Unavailable) as exc:  # the watches report it to their users
             with self._cond:
                 self._error = exc

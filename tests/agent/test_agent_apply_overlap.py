@@ -84,16 +84,26 @@ def test_a_failed_filtering_transaction_stops_the_pass_before_the_tap_comes_up(
     assert "up tapx" not in rec.events and "start seal" not in rec.events
 
 
-def test_a_membership_update_does_not_hold_back_a_route_but_a_port_change_does(
+ADDS = '{"nftables":[{"add":{"element":{"elem":["10.0.0.9"],"name":"sg_web"}}}]}'
+REVOKES = ('{"nftables":[{"delete":{"element":{"elem":["10.0.0.9"],"name":"sg_web"}}},'
+           '{"add":{"element":{"elem":["10.0.0.7"],"name":"sg_web"}}}]}')
+
+
+def test_new_members_do_not_hold_back_a_route_but_revocations_and_port_changes_do(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """On a peer node a new port is a set element and a route: the route, which its
-    first packet needs, is written while the set update runs."""
+    first packet needs, is written while the set element goes in. Not while a member is
+    being removed (a reused address must not meet its old group's grant), nor while a
+    port's chains change."""
     route = o.ReplaceRoute("ns", Route(dst="10.0.0.9/32", dev="vx7", via="10.255.0.1"))
-    for change, overlaps in ((RulesetChange.SETS, True), (RulesetChange.INCREMENTAL, False)):
+    for change, payload, overlaps in ((RulesetChange.SETS, ADDS, True),
+                                      (RulesetChange.SETS, REVOKES, False),
+                                      (RulesetChange.INCREMENTAL, ADDS, False)):
         rec = Recorder()
-        _run(monkeypatch, rec, [o.ApplyRuleset("ns", change, "members"), route,
+        _run(monkeypatch, rec, [o.ApplyRuleset("ns", change, payload), route,
                                 o.ApplyRuleset("ns", RulesetChange.SEAL, "seal")])
         events = rec.events
-        assert (events.index("route 10.0.0.9/32") < events.index("end members")) is overlaps
-        assert events.index("end members") < events.index("start seal"), \
+        assert (events.index("route 10.0.0.9/32") < events.index(f"end {payload}")) \
+            is overlaps, (change, payload)
+        assert events.index(f"end {payload}") < events.index("start seal"), \
             "a ruleset op never overlaps another"

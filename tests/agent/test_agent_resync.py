@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytest import approx
 
-from spanwire.agent.resync import full_pass_wait
+from spanwire.agent.resync import full_pass_wait, overdue
 
 INTERVAL, QUIET = 30.0, 1.0
 
@@ -41,3 +41,9 @@ def test_never_put_off_beyond_a_second_interval() -> None:
 def test_measured_from_the_last_full_pass() -> None:
     assert wait(now=100.0, last_event=10.0, last_full=90.0) == approx(20.0)
     assert wait(now=120.5, last_event=120.2, last_full=90.0) == approx(0.7)
+
+
+def test_overdue_after_a_second_interval_whatever_the_events() -> None:
+    assert not overdue(now=59.9, last_full=0.0, interval=INTERVAL)
+    assert overdue(now=60.0, last_full=0.0, interval=INTERVAL)
+    assert overdue(now=200.0, last_full=100.0, interval=INTERVAL)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from spanwire.agent import naming
 from spanwire.agent.plan import security_groups as sg
+from spanwire.agent.plan.nft_table import grants_only
 from spanwire.model import AddressPair, FixedIP, Port, SecurityGroupRule
 
 WEB = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -288,6 +289,13 @@ def test_plan_selects_none_incremental_sets_or_replace() -> None:
     assert kinds(two, one.digest, one) == ["incremental", "seal"]
     assert kinds(moved, one.digest, one) == ["sets", "seal"]
     assert kinds(moved, one.digest) == ["sets"], "no applied table known: shape decides"
+    # A new member only adds (routes may go in alongside, see `apply`); a moved one revokes.
+    joined = sg.compile_ruleset(ports, RULES, {WEB: ["10.0.0.1", "10.0.0.9"]})
+    grow = sg.plan_ruleset("ns", joined, one.digest, one)
+    assert [str(op.change) for op in grow] == ["sets", "seal"]
+    assert grants_only(grow[0].payload)
+    assert not grants_only(sg.plan_ruleset("ns", moved, one.digest, one)[0].payload)
+    assert not grants_only(sg.plan_ruleset("ns", moved, one.digest)[0].payload)
     assert kinds(two, one.digest) == ["replace"]
     assert kinds(two, "ffff-ffff", one) == ["replace"], "kernel is not what we applied"
     assert kinds(two, None, one) == ["replace"]

@@ -74,6 +74,16 @@ def canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def grants_only(payload: str) -> bool:
+    """Whether one of our transactions only adds (no delete, flush or replace command): then
+    every state on the way to it allows no more than the state it ends in.
+
+    Our transactions are canonical JSON (`canon`) whose commands are objects keyed
+    by their verb; no name, element or comment of ours contains a quoted verb.
+    """
+    return not any(f'"{verb}":' in payload for verb in ("delete", "flush", "replace", "destroy"))
+
+
 def sha(*parts: str) -> str:
     """The hex sha256 of `parts`, NUL-separated so that no two part lists collide."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -452,5 +462,6 @@ def digest_from_comment(comment: str | None) -> str | None:
 
 __all__ = ["DIGEST_TAG", "FAMILY", "META_CHAIN", "ApplyRuleset", "Content", "Fragment", "Json",
            "Ruleset", "RulesetChange", "canon", "compile_fragment", "compiled",
-           "digest_from_comment", "incremental", "plan_ruleset", "ref", "register", "render",
+           "digest_from_comment", "grants_only", "incremental", "plan_ruleset", "ref", "register",
+           "render",
            "ruleset_digest", "seal", "seal_update", "sets_update", "sha"]
