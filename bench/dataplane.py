@@ -59,9 +59,9 @@ filtered alike on both sides; see `machine.quiet_ratio`).
 
 The testbed's idle agents keep running, as in production (about 0.5% of a
 core each since the SQLite store waits for writes instead of polling; 4 to
-15% before 2026-12-03), which the underlay samples pay as much as the others. Load averages: the one at
-the start tells how busy the machine was; the later ones include the bench's
-own iperf3 (about 2).
+15% before 2026-12-03), which the underlay samples pay as much as the
+others. Load averages: the one at the start tells how busy the machine was;
+the later ones include the bench's own iperf3 (about 2).
 
 Port-up latency and warm restart (`--only control`), on a 2-node testbed
 without the api:
