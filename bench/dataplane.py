@@ -76,6 +76,7 @@ without the api:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -211,7 +212,7 @@ def measure(bed: Testbed, routes: dict[str, Path], samples: int, seconds: int
     no path is always first): drift and other work on the machine hit all alike.
 
     Returns Gbit/s and, per sample, the CPU seconds the hypervisor took meanwhile
-    (`machine.stolen_cpu_seconds`), both by model and path."""
+    (`steal.during`), both by model and path."""
     names, modes = list(routes), list(MODES if CPUS >= 2 else MODES[:1])
     gbps: dict[str, dict[str, list[float]]] = {m: {n: [] for n in names} for m in modes}
     stolen: dict[str, dict[str, list[float]]] = {m: {n: [] for n in names} for m in modes}
@@ -222,10 +223,10 @@ def measure(bed: Testbed, routes: dict[str, Path], samples: int, seconds: int
                 cpus = PINS if mode == "per_node" and CPUS >= 2 else None
                 for name in names[i % len(names):] + names[:i % len(names)]:
                     server, client, bind_ip, dst_ip = routes[name]
-                    before = steal.stolen_cpu_seconds()
-                    gbps[mode][name].append(iperf(server, client, bind_ip, seconds, dst_ip,
-                                                  cpus))
-                    stolen[mode][name].append(round(steal.stolen_cpu_seconds() - before, 2))
+                    rate, lost, _ = steal.during(functools.partial(
+                        iperf, server, client, bind_ip, seconds, dst_ip, cpus))
+                    gbps[mode][name].append(rate)
+                    stolen[mode][name].append(round(lost, 2))
     finally:
         _steer(bed, True)  # the testbed as built
     return gbps, stolen

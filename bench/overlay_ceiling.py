@@ -245,14 +245,13 @@ def iperf(server_ns: str, client_ns: str, addr: str, seconds: int) -> float:
 
 def sample(variant: str, obj: str | None, seconds: int) -> tuple[float, float]:
     """Gbit/s of one stream over `variant`, and the CPU seconds stolen meanwhile."""
-    stolen = steal.stolen_cpu_seconds()
     if variant == "underlay":
-        gbps = iperf(ns("n2"), ns("n1"), UL.format(2), seconds)
+        gbps, stolen, _ = steal.during(lambda: iperf(ns("n2"), ns("n1"), UL.format(2), seconds))
     else:
         set_variant(variant, obj)
         client = ns("va") if variant.startswith("routed") else ns("v1")
-        gbps = iperf(ns("v2"), client, VM_B.format(12), seconds)
-    return gbps, round(steal.stolen_cpu_seconds() - stolen, 2)
+        gbps, stolen, _ = steal.during(lambda: iperf(ns("v2"), client, VM_B.format(12), seconds))
+    return gbps, round(stolen, 2)
 
 
 FASTPATH_COUNTERS = ("fast_from_vxlan", "fast_from_tap", "slow_other", "slow_tcp_flags",

@@ -10,10 +10,10 @@ run was noisy.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +102,9 @@ def measure(
         results = Measured({name: [] for name in endpoints}, {name: [] for name in endpoints})
         for _ in range(rounds):
             for name, ep in endpoints.items():
-                started, stolen = time.monotonic(), steal.stolen_cpu_seconds()
-                results.gbps[name].append(_retrying(ep, seconds))
-                results.steal_shares[name].append(round(steal.share(
-                    steal.stolen_cpu_seconds() - stolen, time.monotonic() - started), 4))
+                gbps, stolen, took = steal.during(functools.partial(_retrying, ep, seconds))
+                results.gbps[name].append(gbps)
+                results.steal_shares[name].append(round(steal.share(stolen, took), 4))
                 if progress is not None:
                     progress(name)
         return results

@@ -10,6 +10,11 @@ there.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Above this share of a sample's CPU time taken by the hypervisor, a report says
 # that its ratios and verdicts are noisier than usual.
@@ -34,3 +39,10 @@ def stolen_cpu_seconds() -> float:
 def share(stolen: float, seconds: float, cpus: int | None = None) -> float:
     """The part of a sample's CPU time (`seconds` on every CPU) the hypervisor took."""
     return stolen / (max(seconds, 1e-9) * (cpus or os.cpu_count() or 1))
+
+
+def during(call: Callable[[], T]) -> tuple[T, float, float]:
+    """`call()`, the CPU seconds the hypervisor took while it ran, and its wall-clock seconds."""
+    started, before = time.monotonic(), stolen_cpu_seconds()
+    result = call()
+    return result, stolen_cpu_seconds() - before, time.monotonic() - started

@@ -41,3 +41,9 @@ def test_report_shows_stolen_cpu_and_warns_only_when_it_is_high() -> None:
     assert "<td>1%</td>" in quiet and "noisier than usual" not in quiet
     older = report.render_html(_doc(None, None))  # a report from before steal was recorded
     assert "<td>—</td>" in older and "noisier than usual" not in older
+
+
+def test_during_returns_the_calls_result_and_what_was_stolen_meanwhile() -> None:
+    result, stolen, took = steal.during(lambda: 42)
+    assert result == 42
+    assert stolen >= 0.0 and took >= 0.0

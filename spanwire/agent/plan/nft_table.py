@@ -463,5 +463,4 @@ def digest_from_comment(comment: str | None) -> str | None:
 __all__ = ["DIGEST_TAG", "FAMILY", "META_CHAIN", "ApplyRuleset", "Content", "Fragment", "Json",
            "Ruleset", "RulesetChange", "canon", "compile_fragment", "compiled",
            "digest_from_comment", "grants_only", "incremental", "plan_ruleset", "ref", "register",
-           "render",
-           "ruleset_digest", "seal", "seal_update", "sets_update", "sha"]
+           "render", "ruleset_digest", "seal", "seal_update", "sets_update", "sha"]
