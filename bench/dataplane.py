@@ -319,7 +319,7 @@ def port_up(bed: Testbed, scale: int, samples: int, node: str = "node1") -> dict
     _background(bed, net, max(0, scale - samples - 1), node)
     bed.wait_port_active([], timeout=1)
     _settle(bed, node)
-    latencies = []
+    latencies, timeline = [], []
     for i in range(samples):
         name = f"l{scale}x{i}"
         ip = f"10.80.{200 + i // 250}.{1 + i % 250}"
@@ -347,13 +347,15 @@ def port_up(bed: Testbed, scale: int, samples: int, node: str = "node1") -> dict
             raise RuntimeError(f"port {port.id} never answered")
         first = float(line)
         latencies.append(1000 * (first - t0))
+        # Wall-clock times, to line a sample up with the agents' logs (`--keep-logs`).
+        timeline.append({"port": port.id, "put_at": round(t0, 6), "reply_at": round(first, 6)})
     bed.state.save()
     latencies.sort()
     total = current + scale
     return {"ports_in_cloud": total, "samples": len(latencies),
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "max_ms": latencies[-1], "all_ms": latencies,
+            "max_ms": latencies[-1], "all_ms": latencies, "timeline": timeline,
             "targets": {"p50_ms": 50, "p99_ms": 200}}
 
 

@@ -68,7 +68,11 @@ class Plugger:
                 log.warning("event=eager_move_failed tap=%s error=%s", op.name, exc)
 
     def _move(self, node_ns: str, name: str, ns: str) -> None:
+        started = time.monotonic()
         self._kernel().move_link(node_ns, name, ns)
+        # Logged where it ran: the pass's MoveTap line shows only what was left to wait.
+        log.info("event=tap_moved tap=%s ns=%s ms=%.1f", name, ns,
+                 1000 * (time.monotonic() - started))
 
     def warm(self, node_ns: str) -> None:
         """Load pyroute2 and open the node namespace's socket now, in the worker, while the

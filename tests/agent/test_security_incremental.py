@@ -215,15 +215,15 @@ def test_transaction_creates_before_use_and_deletes_after_last_use() -> None:
     name = n6.id[:8] + n6.id[9:13]
     assert at('"add"', '"set"', "sg_cccccccc0000") < at('"chain": "grp-cccccccc0000-i"', '"rule"')
     assert at('"add"', '"chain"', "grp-cccccccc0000-i") < at('"target": "grp-cccccccc0000-i"')
-    assert at('"add"', f'{name}-i"') < at('"element"', naming.tap(n6.id))
+    assert at('"add"', f'{name}-s"') < at('"element"', naming.tap(n6.id))
     assert not any("spanwire-sg " in c for c in cmds), "the digest is the seal's"
     assert not any('"delete"' in c or '"flush"' in c for c in cmds), \
         "a port coming up deletes nothing: its transaction needs no RCU grace period"
     back = sg.incremental(after, before)
     assert back is not None
     cmds = [json.dumps(c, sort_keys=True) for c in json.loads(back[1])["nftables"]]
-    assert at('"delete"', '"element"') < at('"flush"', f'{name}-i"') \
-        < at('"delete"', '"chain"', f'{name}-i"') < at('"delete"', "grp-cccccccc0000-i") \
+    assert at('"delete"', '"element"') < at('"flush"', f'{name}-s"') \
+        < at('"delete"', '"chain"', f'{name}-s"') < at('"delete"', "grp-cccccccc0000-i") \
         < at('"delete"', "sg_cccccccc0000")
     assert kernel(before.render(), step[1], back[1]) == kernel(before.render())
 

@@ -388,14 +388,7 @@ def two_chain_table(rs: sg.Ruleset) -> dict[str, object]:
         if r["chain"] == "forward" and expr[-1].get("vmap", {}).get("data") == "@ingress":
             forward_in = [[sg._EST, {"accept": None}], expr]
             continue
-        if r["chain"].startswith("grp-"):
-            if expr == [{"drop": None}]:
-                continue
-            expr = [*expr[:-1], {"accept": None}]
-        elif r["chain"].endswith(("-o", "-i")) and "goto" in expr[-1]:
-            cmds.append({"add": {"rule": {**r, "expr": [{"jump": expr[-1]["goto"]}]}}})
-            expr = [{"drop": None}]
-        elif r["chain"].endswith("-o") and "return" in expr[-1]:
+        if r["chain"].startswith("grp-") and "return" in expr[-1]:
             expr = [*expr[:-1], {"accept": None}]
         cmds.append({"add": {"rule": {**r, "expr": expr}}})
     spec = {"family": "inet", "table": rs.table, "name": "forward-in", "type": "filter",
