@@ -1,10 +1,10 @@
 """The agent's copy of the model objects it needs, kept current by store watches.
 
-One watch per kind (nodes, networks, subnets, ports, routers, floating IPs,
-security groups and their rules) feeds one queue. A
-watch that fails (store down, history compacted) surfaces as an exception on
-the queue; the runner then keeps the kernel as it is and re-lists when the
-store is back.
+One watch on the store's root feeds one queue with the changes of the kinds
+kept here (nodes, networks, subnets, ports, routers, floating IPs, security
+groups and their rules). A watch that fails (store down, history compacted)
+surfaces as an exception on the queue; the runner then keeps the kernel as it
+is and re-lists when the store is back.
 """
 
 from __future__ import annotations
@@ -63,17 +63,22 @@ class ModelCache:
         self._rules_by_group = None
 
     def start_watches(self, store: Store) -> None:
+        """One watch on everything under the store's root, from the oldest listing on.
+
+        One, not one per kind: every commit (a port, a status, another agent's
+        gateway claim) woke eight watches in each agent, eight threads and eight
+        store reads, on a machine whose CPU the data plane shares. What a kind's
+        listing already holds, and kinds the agent does not keep, are dropped
+        in the watch's thread.
+        """
         self.stop_watches()
         self._stop = threading.Event()
         self.events = queue.Queue()
-        for cls in WATCHED:
-            thread = threading.Thread(
-                target=self._watch, args=(store, cls, self.revisions[cls.KIND] + 1, self._stop,
-                                          self.events),
-                name=f"watch-{cls.KIND}", daemon=True,
-            )
-            thread.start()
-            self._watchers.append(thread)
+        thread = threading.Thread(target=self._watch,
+                                  args=(store, dict(self.revisions), self._stop, self.events),
+                                  name="watch", daemon=True)
+        thread.start()
+        self._watchers.append(thread)
 
     def stop_watches(self) -> None:
         self._stop.set()
@@ -82,13 +87,13 @@ class ModelCache:
         self._watchers = []
 
     @staticmethod
-    def _watch(store: Store, cls: type[Resource], start: int, stop: threading.Event,
+    def _watch(store: Store, listed: dict[str, int], stop: threading.Event,
                out: queue.Queue[Event | BaseException]) -> None:
         try:
-            with store.watch(cls.prefix(), start) as watch:
+            with store.watch(store_keys.ROOT, min(listed.values(), default=0) + 1) as watch:
                 while not stop.is_set():
                     event = watch.get(timeout=0.5)
-                    if event is not None:
+                    if event is not None and _news(event, listed):
                         out.put(event)
         except Exception as exc:  # noqa: BLE001 - handed to the runner
             out.put(exc)
@@ -197,6 +202,12 @@ class ModelCache:
         if self._rules_by_group is None:
             self._rules_by_group = security.rules_by_group(self.rules)
         return security.Security(rules=self._rules_by_group, members=self._membership)
+
+
+def _news(event: Event, listed: dict[str, int]) -> bool:
+    """Whether `event` is of a kind the cache keeps and newer than that kind's listing."""
+    kind = store_keys.split(event.key)[0]
+    return kind in listed and event.revision > listed[kind]
 
 
 def _parse(cls: type[Resource], raw: bytes, key: str) -> Any:
