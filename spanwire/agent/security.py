@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from spanwire.agent.plan.nft_table import Ruleset
-from spanwire.agent.plan.security_groups import compile_ruleset
+from spanwire.agent.plan.security_groups import SortedMembers, compile_ruleset
 from spanwire.model import Port, SecurityGroupRule
 
 
@@ -38,7 +38,7 @@ def rules_by_group(rules: Iterable[SecurityGroupRule]) -> dict[str, tuple[Securi
     return {g: tuple(rs) for g, rs in by_group.items()}
 
 
-class Membership(Mapping[str, tuple[str, ...]]):
+class Membership(SortedMembers):
     """Member addresses by security group, kept current port by port.
 
     The agent's cache updates it on every port event, so a reconcile does not

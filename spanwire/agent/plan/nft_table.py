@@ -297,12 +297,21 @@ def _set_delta(table: str, name: str, before: Iterable[Any], after: Iterable[Any
     nft work against about 3 ms for one added element, and a new member is
     then an addition only.
     """
-    old = {_elem_key(e): e for e in before}
-    new = {_elem_key(e): e for e in after}
+    before, after = tuple(before), tuple(after)
+    try:
+        # Plain addresses (every port's): two set differences in C, not a key per element.
+        old_set, new_set = frozenset(before), frozenset(after)
+    except TypeError:  # a prefix (a dict): elements keyed by their canonical text
+        old = {_elem_key(e): e for e in before}
+        new = {_elem_key(e): e for e in after}
+        gone = [e for k, e in old.items() if k not in new]
+        came = [e for k, e in new.items() if k not in old]
+    else:
+        gone, came = sorted(old_set - new_set), sorted(new_set - old_set)
     out = []
-    if gone := [e for k, e in old.items() if k not in new]:
+    if gone:
         out.append(canon({"delete": {"element": {**ref(table, name), "elem": gone}}}))
-    if came := [e for k, e in new.items() if k not in old]:
+    if came:
         out.append(canon({"add": {"element": {**ref(table, name), "elem": came}}}))
     return out
 

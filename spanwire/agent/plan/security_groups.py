@@ -474,6 +474,19 @@ def _secured(ports_here: Iterable[Port]) -> dict[str, _PortView]:
     return ports
 
 
+class SortedMembers(Mapping[str, tuple[str, ...]]):
+    """Group members whose addresses are kept sorted and unique already (the agent's
+    `security.Membership` sorts a group once per change of its members): the
+    compiler then does not sort a thousand addresses again on every pass."""
+
+
+def _sorted_members(group_members: Mapping[str, Iterable[str]], group: str) -> tuple[str, ...]:
+    members = group_members.get(group, ())
+    if isinstance(group_members, SortedMembers):
+        return members  # type: ignore[return-value]
+    return tuple(sorted(set(members)))
+
+
 def compile_ruleset(
     ports_here: list[Port],
     rules: Iterable[SecurityGroupRule] | Mapping[str, Iterable[SecurityGroupRule]],
@@ -496,7 +509,7 @@ def compile_ruleset(
         if isinstance(rules, Mapping) else [r for r in rules if r.security_group_id in groups_here]
     remote = _stable_names(
         r.remote_group_id for r in live if r.remote_group_id and r.ethertype == "IPv4")
-    addresses = {g: tuple(sorted(set(group_members.get(g, ())))) for g in remote}
+    addresses = {g: _sorted_members(group_members, g) for g in remote}
     sets = {g: _set_name(n, addresses[g]) for g, n in remote.items()}
     keys: dict[tuple[str, str], set[RuleKey]] = {}
     for r in live:
@@ -540,6 +553,6 @@ register("port", 2, lambda frag: _compile_port(frag))
 register("skeleton", 3, lambda frag: _compile_skeleton(frag))
 
 __all__ = ["DIGEST_TAG", "FAMILY", "MAPS", "META_CHAIN", "ApplyRuleset", "Content", "Fragment",
-           "Json", "RuleKey", "Ruleset", "RulesetChange", "compile_ruleset", "compiled",
-           "digest_from_comment", "incremental", "plan_ruleset", "render", "ruleset_digest",
-           "seal", "sets_update"]
+           "Json", "RuleKey", "Ruleset", "RulesetChange", "SortedMembers", "compile_ruleset",
+           "compiled", "digest_from_comment", "incremental", "plan_ruleset", "render",
+           "ruleset_digest", "seal", "sets_update"]
