@@ -11,7 +11,7 @@ import pytest
 from store_helpers import grant_and_exit
 
 from spanwire.errors import Compacted, Unavailable
-from spanwire.store import connect
+from spanwire.store import connect, sqlite_watch
 from spanwire.store.sqlite import SqliteStore
 from spanwire.store.sqlite_db import AUTO_COMPACT_EVERY
 
@@ -99,3 +99,15 @@ def test_an_idle_watch_waits_for_database_writes_not_for_a_clock(tmp_dir: Path) 
     finally:
         writer.close()
         store.close()
+
+
+def test_after_a_write_event_the_first_checks_come_quickly_then_at_the_polling_pace() -> None:
+    """A commit shows about a millisecond after its WAL write: checking only every 2 ms
+    made a port's event reach the agents 2 ms late. Quick checks are limited to a short
+    window, so a write that commits nothing new (a checkpoint) costs what it did."""
+    pace = sqlite_watch.settle_pace(0.002)
+    quick = [s for s in pace if s < 0.002]
+    assert quick == pace[:len(quick)] and all(s <= 0.0005 for s in quick)
+    assert 0.005 <= sum(quick) <= 0.02, "quick for a few milliseconds only"
+    assert abs(sum(pace) - sqlite_watch.SETTLE) < 0.01
+    assert sqlite_watch.settle_pace(0.0002)[0] == 0.0002, "never slower than asked"
