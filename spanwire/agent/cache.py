@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from spanwire.agent import naming, security
@@ -108,12 +109,17 @@ class ModelCache:
         split = self.apply_split(event)
         return None if split is None else split[0] | split[1]
 
-    def apply_split(self, event: Event) -> tuple[set[str], set[str]] | None:
+    def apply_split(self, event: Event, stored: Callable[[Port], None] | None = None
+                    ) -> tuple[set[str], set[str]] | None:
         """`apply`, with the networks split in two: those the object itself is in, and
         those it touches only through security-group membership (a new port's
         address joins remote-group sets in every namespace with a member of its
         groups). The runner plans the first right away (a port coming up waits on
         it) and the second just after.
+
+        `stored` is called with a port as soon as the cache holds it, before the
+        networks it touches are worked out (a walk over every port): the runner
+        starts moving the port's tap from there.
         """
         kind, obj_id = store_keys.split(event.key)[:2]
         objs = self.objects.get(kind)
@@ -129,6 +135,8 @@ class ModelCache:
             if new is None or old == new:
                 return set(), set()
             objs[obj_id] = new
+            if stored is not None and kind == Port.KIND:
+                stored(new)
         if kind == Port.KIND:
             self._membership.update(obj_id, new)
         elif kind == SecurityGroupRule.KIND:
@@ -160,13 +168,6 @@ class ModelCache:
             if naming.tap(port.id) == tap:
                 return port  # type: ignore[no-any-return]
         return None
-
-    def port_of_event(self, event: Event) -> Port | None:
-        """The port a PUT event left in the cache (None for other kinds and deletes)."""
-        kind, obj_id = store_keys.split(event.key)[:2]
-        if kind != Port.KIND or event.type == EventType.DELETE:
-            return None
-        return self.objects[Port.KIND].get(obj_id)  # type: ignore[no-any-return]
 
     @property
     def nodes(self) -> dict[str, Node]:

@@ -256,11 +256,10 @@ class Agent:
                 port = self.cache.port_of_tap(item.name)
                 split: tuple[set[str], set[str]] | None = (
                     {port.network_id} if port else set(), set())
+                if port is not None:
+                    self._eager_plug(port)
             else:
-                split = self.cache.apply_split(item)
-                port = self.cache.port_of_event(item)
-            if port is not None:
-                self._eager_plug(port)
+                split = self.cache.apply_split(item, stored=self._eager_plug)
             if split is None:
                 changed = None
             elif changed is not None:

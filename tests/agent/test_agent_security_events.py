@@ -6,6 +6,9 @@ periodic resync (30 s) instead of taking effect at once.
 
 from __future__ import annotations
 
+import pytest
+
+from spanwire.agent import cache as cache_module
 from spanwire.agent.cache import ModelCache
 from spanwire.model import FixedIP, Port, SecurityGroup, SecurityGroupRule
 from spanwire.store import Event, EventType, keys
@@ -92,3 +95,27 @@ def test_events_that_change_nothing_split_into_two_empty_sets() -> None:
                                    b"", 3)) == (set(), set())
     assert cache.apply_split(Event(EventType.PUT, keys.key("nothing", "x"), b"{}", 4)) \
         == (set(), set())
+
+
+def test_a_stored_port_is_handed_over_before_the_walk_over_every_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner starts moving a new port's tap from `stored`: it must see the port the
+    cache now holds, and before the networks it touches are worked out."""
+    cache, _ = _cache()
+    seen: list[str] = []
+
+    def walk(*args: object) -> set[str]:
+        seen.append("walk")
+        return set()
+
+    monkeypatch.setattr(cache_module.security, "networks_touched_by_port", walk)
+    new = _port(4, NET_OTHER, ["db"], "10.2.0.4")
+
+    def stored(port: Port) -> None:
+        assert cache.objects[Port.KIND][port.id] is port and port == new
+        seen.append("stored")
+
+    cache.apply_split(Event(EventType.PUT, *_kv(new), 1), stored=stored)
+    assert seen == ["stored", "walk"]
+    cache.apply_split(Event(EventType.PUT, *_kv(new), 2), stored=stored)
+    assert seen == ["stored", "walk"], "an unchanged port is not handed over again"
