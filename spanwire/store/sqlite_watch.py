@@ -45,7 +45,7 @@ WRITE_WAIT = 0.25
 SETTLE = 1.0
 # The first checks after a write event come faster: a commit shows about a millisecond
 # after its WAL write (the fsync), and at the polling pace it was seen 2 ms later than
-# that (a port's event reached the agents 2.9 ms after the put instead of 1.3). A few
+# that (a watch saw a commit 2.9 ms after the put; with these checks, 1.5). A few
 # dozen quick checks per write cost nothing; a whole settle window of them would.
 QUICK_POLL = 0.0005
 QUICK_WINDOW = 0.01
